@@ -1,0 +1,96 @@
+"""Payload templates and path resolution (States Language spec, "Payload Template").
+
+A template is any JSON value; inside objects, a key ending in ``.$`` holds a path (``$.a``),
+a context path (``$$.Execution.Id``), a variable reference (``$name.field``) or an intrinsic
+function call (``States.Format(...)``), and the key loses its ``.$`` suffix in the output.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from statemachine import intrinsics, paths
+from statemachine.errors import StatesFailure
+
+JSON = Any
+
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def dumps(value: JSON) -> str:
+    """Serialise like AWS's Jackson: compact, keys in insertion order, non-ASCII kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def resolve(path: str, data: JSON, context: JSON, variables: Mapping[str, JSON]) -> JSON:
+    """Evaluate a path against the state input, the context object (``$$``) or a variable."""
+    if path.startswith("$$"):
+        return paths.read("$" + path[2:], context)
+    match = _VARIABLE.match(path)
+    if match:
+        name = match.group(1)
+        if name not in variables:
+            raise paths.PathError(f"Variable '{name}' is not defined")
+        return paths.read("$" + path[match.end() :], variables[name])
+    return paths.read(path, data)
+
+
+class Scope:
+    """What a template or intrinsic can see: the input, the context object and the variables."""
+
+    __slots__ = ("context", "data", "rng", "variables")
+
+    def __init__(
+        self,
+        data: JSON,
+        context: JSON,
+        variables: Mapping[str, JSON],
+        rng: random.Random,
+    ) -> None:
+        self.data = data
+        self.context = context
+        self.variables = variables
+        self.rng = rng
+
+    def resolve(self, path: str) -> JSON:
+        """Resolve a path; missing paths raise paths.PathError."""
+        return resolve(path, self.data, self.context, self.variables)
+
+    def input_text(self, path: str) -> str:
+        """The JSON text AWS quotes as 'the input' in a failed-path message."""
+        return dumps(self.context if path.startswith("$$") else self.data)
+
+
+def evaluate_expression(expression: str, field: str, scope: Scope) -> JSON:
+    """Evaluate the value of a ``.$`` field: a path or an intrinsic function call."""
+    if expression.startswith("States."):
+        return intrinsics.evaluate(expression, scope)
+    try:
+        return scope.resolve(expression)
+    except paths.PathSyntaxError as exc:
+        raise StatesFailure("States.Runtime", exc.message) from None
+    except paths.PathError:
+        raise StatesFailure(
+            "States.Runtime",
+            f"The JSONPath '{expression}' specified for the field '{field}' could not be found "
+            f"in the input '{scope.input_text(expression)}'",
+        ) from None
+
+
+def evaluate_template(template: JSON, scope: Scope) -> JSON:
+    """Expand a payload template (Parameters, ResultSelector, ItemSelector, Assign)."""
+    if isinstance(template, dict):
+        out: dict[str, JSON] = {}
+        for key, value in template.items():
+            if key.endswith(".$") and isinstance(value, str):
+                out[key[:-2]] = evaluate_expression(value, key, scope)
+            else:
+                out[key] = evaluate_template(value, scope)
+        return out
+    if isinstance(template, list):
+        return [evaluate_template(item, scope) for item in template]
+    return template
