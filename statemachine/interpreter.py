@@ -1,0 +1,1063 @@
+"""The event-sourced interpreter.
+
+``decide(definition, history, incoming)`` folds the history into the execution's state, lets
+the incoming event act on it, and runs every pure step that follows (Pass, Choice, Succeed,
+Fail, Parallel and Map bookkeeping) until each running frame waits for the world (a task
+result, a timer). It returns the new events and the commands for the world.
+
+The one rule that keeps replay exact: the execution's state changes only in ``_apply`` (the
+fold). The handlers compute what happens next, record it as an event (with the decision in
+``meta`` when AWS's event does not show it) and the event is applied at once. Replaying any
+prefix of a history therefore rebuilds exactly the state the live run had at that point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from statemachine import choice, paths, resources, waits
+from statemachine.definition import Catcher, State, StateMachine, parse
+from statemachine.errors import HistoryError, StatesFailure
+from statemachine.events import (
+    CancelTask,
+    CancelTimer,
+    Command,
+    Decision,
+    Event,
+    Incoming,
+    Resume,
+    ScheduleTask,
+    StartExecution,
+    StartTimer,
+    StopExecution,
+    TaskFailed,
+    TaskHeartbeat,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+    TimerFired,
+)
+from statemachine.payload import Scope, dumps, evaluate_template
+
+JSON = Any
+
+MAX_PAYLOAD_BYTES = 262_144  # AWS: state and task payloads are at most 256 KiB
+MAX_HISTORY_EVENTS = 25_000
+RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"
+
+# Errors that States.ALL does not match (States Language spec, "Error names"; AWS error docs).
+_UNCATCHABLE = frozenset({"States.Runtime", "States.DataLimitExceeded"})
+
+
+class Frame:
+    """One running machine: the execution itself, a Parallel branch or a Map iteration."""
+
+    __slots__ = (
+        "aborted",
+        "cause",
+        "children",
+        "error",
+        "index",
+        "items",
+        "last_id",
+        "machine",
+        "map_done",
+        "map_failed",
+        "map_length",
+        "map_next",
+        "map_results",
+        "max_concurrency",
+        "output",
+        "parent",
+        "phase",
+        "raw_input",
+        "result",
+        "retry_counts",
+        "scope",
+        "seq",
+        "started_id",
+        "state",
+        "entered_id",
+        "entered_time",
+        "task_id",
+        "timer_id",
+        "tolerated_count",
+        "tolerated_percentage",
+        "variables",
+    )
+
+    def __init__(
+        self,
+        scope: str,
+        seq: int,
+        machine: StateMachine,
+        parent: Frame | None,
+        index: int,
+        raw_input: JSON,
+        last_id: int,
+        variables: ChainMap[str, JSON],
+    ) -> None:
+        self.scope = scope
+        self.seq = seq
+        self.machine = machine
+        self.parent = parent
+        self.index = index
+        self.raw_input = raw_input
+        self.last_id = last_id
+        self.variables = variables
+        self.phase = "enter"
+        self.state: State = machine.states[machine.start_at]
+        self.entered_id = 0
+        self.entered_time: datetime | None = None
+        self.output: JSON = None
+        self.error: str | None = None
+        self.cause: str | None = None
+        self.result: JSON = None
+        self.retry_counts: dict[int, int] = {}
+        self.task_id = 0
+        self.timer_id = ""
+        self.started_id = 0
+        self.children: dict[int, Frame] = {}
+        self.items: list[JSON] | None = None
+        self.map_length = 0
+        self.map_next = 0
+        self.map_done = 0
+        self.map_failed = 0
+        self.map_results: dict[int, JSON] = {}
+        self.max_concurrency = 0
+        self.tolerated_count: float = 0
+        self.tolerated_percentage: float = 0
+        self.aborted = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionInfo:
+    """Facts about the execution recorded in ExecutionStarted (the context object's source)."""
+
+    execution_arn: str
+    state_machine_arn: str
+    role_arn: str
+    start_time: datetime
+    input: JSON
+    seed: int
+    redrive_count: int
+
+    @property
+    def name(self) -> str:
+        return self.execution_arn.rsplit(":", 1)[-1]
+
+    @property
+    def state_machine_name(self) -> str:
+        arn = self.state_machine_arn
+        parts = arn.split(":")
+        return parts[6] if len(parts) > 6 else arn
+
+
+def iso(moment: datetime) -> str:
+    """Context-object timestamps: ISO 8601 with milliseconds and Z, as AWS writes them."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def runtime_cause(frame: Frame, detail: str) -> str:
+    """AWS's States.Runtime cause prefix naming the state and its entered event."""
+    return (
+        f"An error occurred while executing the state '{frame.state.name}' "
+        f"(entered at the event id #{frame.entered_id}). {detail}"
+    )
+
+
+class Execution:
+    """The folded state of one execution plus the handlers that extend its history."""
+
+    def __init__(self, definition: StateMachine) -> None:
+        self.definition = definition
+        self.events: list[Event] = []
+        self.new_events: list[Event] = []
+        self.commands: list[Command] = []
+        self.status = "NOT_STARTED"
+        self.info: ExecutionInfo | None = None
+        self.root: Frame | None = None
+        self.frames: dict[str, Frame] = {}
+        self.tasks: dict[int, Frame] = {}  # pending task id -> frame
+        self.timers: dict[str, Frame] = {}  # pending timer id -> frame
+        self.runnable: list[tuple[int, str]] = []
+        self.now: datetime = datetime.min
+        self.seq = 0
+        self.folding = False
+
+    # ------------------------------------------------------------------ the fold
+
+    def fold(self, history: Sequence[Event]) -> None:
+        """Rebuild the state from recorded events."""
+        self.folding = True
+        for event in history:
+            if event.id != len(self.events) + 1:
+                raise HistoryError(f"event {event.id} follows event {len(self.events)}")
+            self.now = event.timestamp
+            self.events.append(event)
+            self._apply(event)
+        self.folding = False
+
+    def _emit(
+        self,
+        frame: Frame | None,
+        event_type: str,
+        details: Mapping[str, JSON] | None = None,
+        meta: Mapping[str, JSON] | None = None,
+        previous: int | None = None,
+    ) -> Event:
+        if previous is None:
+            previous = frame.last_id if frame is not None else len(self.events)
+        event = Event(
+            id=len(self.events) + 1,
+            type=event_type,
+            timestamp=self.now,
+            previous_event_id=previous,
+            details=details or {},
+            scope=frame.scope if frame is not None else "",
+            meta=meta or {},
+        )
+        self.events.append(event)
+        self.new_events.append(event)
+        self._apply(event)
+        return event
+
+    def _mark(self, frame: Frame) -> None:
+        heapq.heappush(self.runnable, (frame.seq, frame.scope))
+
+    def _new_frame(
+        self, parent: Frame | None, machine: StateMachine, scope: str, index: int, raw_input: JSON, last_id: int
+    ) -> Frame:
+        variables: ChainMap[str, JSON] = (
+            parent.variables.new_child() if parent is not None else ChainMap({})
+        )
+        frame = Frame(scope, self.seq, machine, parent, index, raw_input, last_id, variables)
+        self.seq += 1
+        self.frames[scope] = frame
+        self._mark(frame)
+        return frame
+
+    def _apply(self, event: Event) -> None:
+        kind = event.type
+        meta = event.meta
+        if kind == "ExecutionStarted":
+            self.info = ExecutionInfo(
+                execution_arn=meta["execution_arn"],
+                state_machine_arn=meta["state_machine_arn"],
+                role_arn=event.details.get("roleArn", ""),
+                start_time=event.timestamp,
+                input=event.details["input"],
+                seed=meta.get("seed", 0),
+                redrive_count=meta.get("redrive_count", 0),
+            )
+            self.status = RUNNING
+            self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], event.id)
+            return
+        if kind in ("ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"):
+            self.status = {
+                "ExecutionSucceeded": SUCCEEDED,
+                "ExecutionFailed": FAILED,
+                "ExecutionTimedOut": TIMED_OUT,
+                "ExecutionAborted": ABORTED,
+            }[kind]
+            self.tasks.clear()
+            self.timers.clear()
+            self.runnable.clear()
+            return
+        frame = self.frames.get(event.scope)
+        if frame is None:
+            raise HistoryError(f"event {event.id} ({kind}) belongs to unknown scope {event.scope!r}")
+        frame.last_id = event.id
+        if kind.endswith("StateEntered"):
+            state = frame.machine.states.get(event.details["name"])
+            if state is None:
+                raise HistoryError(f"event {event.id} enters unknown state {event.details['name']!r}")
+            frame.state = state
+            frame.raw_input = event.details["input"]
+            frame.entered_id = event.id
+            frame.entered_time = event.timestamp
+            frame.retry_counts = {}
+            frame.phase = "active"
+            if "timer" in meta:
+                frame.phase = "wait"
+                frame.timer_id = meta["timer"]
+                self.timers[frame.timer_id] = frame
+            else:
+                self._mark(frame)
+            return
+        if kind.endswith("StateExited"):
+            if self.timers.get(frame.timer_id) is frame:
+                del self.timers[frame.timer_id]
+            assigned = event.details.get("assignedVariables")
+            if assigned:
+                frame.variables.update(assigned)
+            nxt = meta.get("next", frame.state.next)
+            if nxt is None:
+                frame.phase = "done"
+                frame.output = event.details["output"]
+                self._mark(frame.parent if frame.parent is not None else frame)
+            else:
+                frame.phase = "enter"
+                frame.state = frame.machine.states[nxt]
+                frame.raw_input = event.details["output"]
+                self._mark(frame)
+            return
+        if kind in ("TaskScheduled", "LambdaFunctionScheduled", "ActivityScheduled"):
+            frame.phase = "task"
+            frame.task_id = event.id
+            self.tasks[event.id] = frame
+            return
+        if kind in ("TaskSucceeded", "LambdaFunctionSucceeded", "ActivitySucceeded"):
+            self.tasks.pop(frame.task_id, None)
+            frame.phase = "result"
+            frame.result = event.details.get("output")
+            self._mark(frame)
+            return
+        if kind in (
+            "TaskFailed",
+            "TaskTimedOut",
+            "LambdaFunctionFailed",
+            "LambdaFunctionTimedOut",
+            "LambdaFunctionScheduleFailed",
+            "LambdaFunctionStartFailed",
+            "TaskStartFailed",
+            "TaskSubmitFailed",
+            "ActivityFailed",
+            "ActivityTimedOut",
+            "ParallelStateFailed",
+            "MapStateFailed",
+        ):
+            self.tasks.pop(frame.task_id, None)
+            if kind in ("ParallelStateFailed", "MapStateFailed"):
+                for child in frame.children.values():
+                    self._abort_frame(child)
+                frame.children = {}
+            self._apply_failure(frame, meta)
+            return
+        if kind in ("ParallelStateStarted", "MapStateStarted"):
+            frame.phase = "children"
+            frame.started_id = event.id
+            frame.children = {}
+            if kind == "ParallelStateStarted":
+                for index, machine in enumerate(frame.state.machines):
+                    scope = f"{event.id}.{index}"
+                    frame.children[index] = self._new_frame(frame, machine, scope, index, meta["input"], event.id)
+                frame.map_length = len(frame.state.machines)
+                frame.map_results = {}
+                frame.map_done = 0
+            else:
+                frame.map_length = event.details["length"]
+                frame.map_next = 0
+                frame.map_done = 0
+                frame.map_failed = 0
+                frame.map_results = {}
+                frame.max_concurrency = meta.get("max_concurrency", 0)
+                frame.tolerated_count = meta.get("tolerated_count", 0)
+                frame.tolerated_percentage = meta.get("tolerated_percentage", 0)
+                self._mark(frame)
+            return
+        if kind == "MapIterationStarted":
+            index = event.details["index"]
+            scope = f"{frame.started_id}.{index}"
+            frame.children[index] = self._new_frame(frame, frame.state.machines[0], scope, index, meta["input"], event.id)
+            frame.map_next = index + 1
+            return
+        if kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
+            index = event.details["index"]
+            child = frame.children.pop(index, None)
+            if kind == "MapIterationSucceeded":
+                frame.map_results[index] = child.output if child is not None else None
+            else:
+                frame.map_failed += 1
+            frame.map_done += 1
+            self._mark(frame)
+            return
+        if kind in ("ParallelStateSucceeded", "MapStateSucceeded"):
+            if kind == "ParallelStateSucceeded":
+                frame.map_results = {i: c.output for i, c in frame.children.items()}
+            frame.result = [frame.map_results.get(i) for i in range(frame.map_length)]
+            frame.children = {}
+            frame.phase = "result"
+            self._mark(frame)
+            return
+        if kind in ("ParallelStateAborted", "MapStateAborted", "WaitStateAborted", "TaskStateAborted"):
+            return
+        # TaskStarted, TaskSubmitted, LambdaFunctionStarted, MapRun*, ...: nothing to fold.
+
+    def _apply_failure(self, frame: Frame, meta: Mapping[str, JSON]) -> None:
+        """The state failed; ``meta`` says whether it retries, is caught or fails the frame."""
+        frame.error = meta.get("error")
+        frame.cause = meta.get("cause")
+        if "retry" in meta:
+            retrier = meta["retry"]
+            frame.retry_counts[retrier] = frame.retry_counts.get(retrier, 0) + 1
+            frame.phase = "retry"
+            frame.timer_id = meta["timer"]
+            self.timers[frame.timer_id] = frame
+        elif "catch" in meta:
+            frame.phase = "caught"
+            self._mark(frame)
+        else:
+            frame.phase = "failed"
+            self._mark(frame)
+
+    def _abort_frame(self, frame: Frame) -> None:
+        frame.aborted = True
+        frame.phase = "aborted"
+        if frame.task_id and self.tasks.get(frame.task_id) is frame:
+            del self.tasks[frame.task_id]
+            if not self.folding:
+                self.commands.append(CancelTask(frame.task_id))
+        if frame.timer_id and self.timers.get(frame.timer_id) is frame:
+            del self.timers[frame.timer_id]
+            if not self.folding:
+                self.commands.append(CancelTimer(frame.timer_id))
+        for child in frame.children.values():
+            self._abort_frame(child)
+
+    # ------------------------------------------------------------------ incoming events
+
+    def handle(self, incoming: Incoming) -> None:
+        """Let one incoming event act on the folded state, then run until everything waits."""
+        self.now = incoming.timestamp
+        if isinstance(incoming, StartExecution):
+            if self.status != "NOT_STARTED":
+                raise HistoryError("the execution has already started")
+            self._start(incoming)
+        elif self.status != RUNNING:
+            return  # late results and timers of a closed execution are ignored
+        elif isinstance(incoming, StopExecution):
+            self._close("ExecutionAborted", {"error": incoming.error, "cause": incoming.cause})
+            return
+        elif isinstance(incoming, TimerFired):
+            self._timer_fired(incoming.timer_id)
+        elif isinstance(incoming, TaskHeartbeat):
+            frame = self.tasks.get(incoming.task_id)
+            heartbeat = self._task_timeouts(frame)[1] if frame is not None else None
+            if frame is not None and heartbeat is not None:
+                self.commands.append(
+                    StartTimer(f"heartbeat:{incoming.task_id}", self.now + timedelta(seconds=heartbeat))
+                )
+        elif isinstance(incoming, TaskStarted | TaskSubmitted | TaskSucceeded | TaskFailed):
+            frame = self.tasks.get(incoming.task_id)
+            if frame is None:
+                return  # a duplicate or late answer: the task is no longer pending
+            self._task_event(frame, incoming)
+        elif not isinstance(incoming, Resume):
+            raise TypeError(f"not an incoming event: {incoming!r}")
+        self._run()
+
+    def _start(self, start: StartExecution) -> None:
+        details = {"input": start.input, "roleArn": start.role_arn, "stateMachineArn": start.state_machine_arn}
+        meta = {
+            "execution_arn": start.execution_arn,
+            "state_machine_arn": start.state_machine_arn,
+            "seed": start.seed,
+            "redrive_count": start.redrive_count,
+        }
+        self._emit(None, "ExecutionStarted", details, meta, previous=0)
+        if self.definition.timeout_seconds:
+            self.commands.append(
+                StartTimer("execution-timeout", self.now + timedelta(seconds=self.definition.timeout_seconds))
+            )
+        if len(dumps(start.input).encode()) > MAX_PAYLOAD_BYTES:
+            self._close(
+                "ExecutionFailed",
+                {"error": "States.DataLimitExceeded", "cause": "The execution input exceeds the maximum size."},
+            )
+
+    def _close(self, event_type: str, details: Mapping[str, JSON]) -> None:
+        for frame in list(self.frames.values()):
+            if frame.task_id and frame.task_id in self.tasks:
+                self.commands.append(CancelTask(frame.task_id))
+        for timer_id in self.timers:
+            self.commands.append(CancelTimer(timer_id))
+        details = {k: v for k, v in details.items() if v is not None}
+        self._emit(None, event_type, details, previous=len(self.events))
+
+    def _timer_fired(self, timer_id: str) -> None:
+        if timer_id == "execution-timeout":
+            self._close("ExecutionTimedOut", {"error": "States.Timeout", "cause": None})
+            return
+        kind, _, ident = timer_id.partition(":")
+        if kind in ("timeout", "heartbeat"):
+            frame = self.tasks.get(int(ident))
+            if frame is None:
+                return
+            error = "States.Timeout" if kind == "timeout" else "States.HeartbeatTimeout"
+            self._task_failed(frame, self._task_event_type(frame, "TimedOut"), error, None)
+            return
+        frame = self.timers.get(timer_id)
+        if frame is None:
+            return
+        if frame.phase == "wait":
+            self._exit_state(frame, self._output(frame, frame.raw_input, None))
+        elif frame.phase == "retry":
+            del self.timers[timer_id]
+            frame.phase = "active"
+            self._execute(frame)
+
+    # ------------------------------------------------------------------ running
+
+    def _run(self) -> None:
+        while self.runnable and self.status == RUNNING:
+            seq, scope = heapq.heappop(self.runnable)
+            frame = self.frames.get(scope)
+            if frame is None or frame.seq != seq or frame.aborted:
+                continue
+            self._step(frame)
+
+    def _step(self, frame: Frame) -> None:
+        phase = frame.phase
+        if phase == "enter":
+            self._enter(frame)
+        elif phase == "active":
+            self._execute(frame)
+        elif phase == "result":
+            self._finish_result(frame)
+        elif phase == "caught":
+            self._caught(frame)
+        elif phase == "failed":
+            self._propagate_failure(frame)
+        elif phase == "done":
+            self._frame_done(frame)
+        elif phase == "children":
+            self._children_progress(frame)
+
+    def _context(self, frame: Frame) -> dict[str, JSON]:
+        info = self.info
+        assert info is not None
+        context: dict[str, JSON] = {
+            "Execution": {
+                "Id": info.execution_arn,
+                "Input": info.input,
+                "Name": info.name,
+                "RoleArn": info.role_arn,
+                "StartTime": iso(info.start_time),
+                "RedriveCount": info.redrive_count,
+            },
+            "State": {
+                "EnteredTime": iso(frame.entered_time or self.now),
+                "Name": frame.state.name,
+                "RetryCount": sum(frame.retry_counts.values()),
+            },
+            "StateMachine": {"Id": info.state_machine_arn, "Name": info.state_machine_name},
+        }
+        if frame.state.type == "Task":
+            context["Task"] = {"Token": self._task_token(frame)}
+        return context
+
+    def _task_token(self, frame: Frame) -> str:
+        assert self.info is not None
+        material = f"{self.info.seed}:{self.info.execution_arn}:{frame.scope}:{frame.entered_id}:{len(self.events)}"
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def _scope(self, frame: Frame, data: JSON, extra: Mapping[str, JSON] | None = None) -> Scope:
+        context = self._context(frame)
+        if extra:
+            context.update(extra)
+        assert self.info is not None
+        rng = random.Random(self.info.seed * 1_000_003 + len(self.events))
+        return Scope(data, context, frame.variables, rng)
+
+    def _enter(self, frame: Frame) -> None:
+        state = frame.state
+        details = {"name": state.name, "input": frame.raw_input}
+        if state.type == "Wait":
+            entered_id = len(self.events) + 1
+            frame.entered_id = entered_id
+            frame.entered_time = self.now
+            try:
+                fire_at = waits.fire_at(state, self._effective_input(frame), self._scope(frame, None), self.now)
+            except StatesFailure as failure:
+                self._emit(frame, "WaitStateEntered", details)
+                self._state_failed(frame, failure.error, failure.cause)
+                return
+            timer_id = f"wait:{entered_id}"
+            self._emit(frame, "WaitStateEntered", details, {"timer": timer_id})
+            self.commands.append(StartTimer(timer_id, fire_at))
+            return
+        self._emit(frame, f"{state.type}StateEntered", details)
+
+    def _effective_input(self, frame: Frame) -> JSON:
+        path = frame.state.input_path
+        if path is None:
+            return {}
+        if path == "$":
+            return frame.raw_input
+        return self._read(frame, path, frame.raw_input)
+
+    def _read(self, frame: Frame, path: str, data: JSON) -> JSON:
+        try:
+            if path.startswith("$$"):
+                return paths.read("$" + path[2:], self._context(frame))
+            return paths.read(path, data)
+        except paths.PathError as exc:
+            raise StatesFailure("States.Runtime", runtime_cause(frame, f"Invalid path '{path}' : {exc.message}")) from None
+
+    def _execute(self, frame: Frame) -> None:
+        """Run the body of the state ``frame`` has just entered."""
+        state = frame.state
+        try:
+            if state.type == "Pass":
+                self._pass(frame)
+            elif state.type == "Task":
+                self._schedule_task(frame)
+            elif state.type == "Choice":
+                self._choice(frame)
+            elif state.type == "Succeed":
+                effective = self._effective_input(frame)
+                self._exit_state(frame, self._apply_output_path(frame, effective))
+            elif state.type == "Fail":
+                self._fail_state(frame)
+            elif state.type == "Parallel":
+                effective = self._effective_input(frame)
+                branch_input = self._parameters(frame, effective)
+                self._emit(frame, "ParallelStateStarted", meta={"input": branch_input})
+            elif state.type == "Map":
+                self._start_map(frame)
+        except StatesFailure as failure:
+            self._state_failed(frame, failure.error, failure.cause)
+
+    def _parameters(self, frame: Frame, effective: JSON, extra: Mapping[str, JSON] | None = None) -> JSON:
+        if not frame.state.has_parameters:
+            return effective
+        return self._template(frame, frame.state.parameters, effective, extra)
+
+    def _template(
+        self, frame: Frame, template: JSON, data: JSON, extra: Mapping[str, JSON] | None = None
+    ) -> JSON:
+        try:
+            return evaluate_template(template, self._scope(frame, data, extra))
+        except StatesFailure as failure:
+            if failure.error == "States.Runtime" and failure.cause and not failure.cause.startswith("An error"):
+                raise StatesFailure("States.Runtime", runtime_cause(frame, failure.cause)) from None
+            raise
+
+    def _pass(self, frame: Frame) -> None:
+        state = frame.state
+        effective = self._effective_input(frame)
+        if "Result" in state.raw:
+            result = state.raw["Result"]
+        else:
+            result = self._parameters(frame, effective)
+        self._exit_state(frame, self._output(frame, result, result))
+
+    def _output(self, frame: Frame, result: JSON, assign_data: JSON) -> JSON:
+        """ResultPath then OutputPath (the result is placed into the raw state input)."""
+        state = frame.state
+        if state.type in ("Pass", "Task", "Parallel", "Map"):
+            combined = self._apply_result_path(frame, state.result_path, result)
+        else:
+            combined = self._effective_input(frame)
+        return self._apply_output_path(frame, combined)
+
+    def _apply_result_path(self, frame: Frame, result_path: str | None, result: JSON) -> JSON:
+        if result_path is None:
+            return frame.raw_input
+        if result_path == "$":
+            return result
+        try:
+            return paths.write(result_path, frame.raw_input, result)
+        except paths.PathError:
+            raise StatesFailure(
+                "States.ResultPathMatchFailure",
+                f"States.ResultPathMatchFailure: Unable to apply ResultPath \"{result_path}\" to input "
+                f"\"{dumps(frame.raw_input)}\".",
+            ) from None
+
+    def _apply_output_path(self, frame: Frame, data: JSON) -> JSON:
+        path = frame.state.output_path
+        if path is None:
+            return {}
+        if path == "$":
+            return data
+        return self._read(frame, path, data)
+
+    def _exit_state(
+        self, frame: Frame, output: JSON, next_state: str | None = None, assign_data: JSON = None
+    ) -> None:
+        meta = {"next": next_state} if next_state is not None else None
+        details: dict[str, JSON] = {"name": frame.state.name, "output": output}
+        if frame.state.assign is not None:
+            details["assignedVariables"] = self._template(frame, frame.state.assign, assign_data)
+        if self.info is not None and len(dumps(output).encode()) > MAX_PAYLOAD_BYTES:
+            raise StatesFailure(
+                "States.DataLimitExceeded",
+                f"The state/task '{frame.state.name}' returned a result with a size exceeding "
+                "the maximum number of bytes service limit.",
+            )
+        self._emit(frame, f"{frame.state.type}StateExited", details, meta)
+
+    def _choice(self, frame: Frame) -> None:
+        state = frame.state
+        effective = self._effective_input(frame)
+        scope = self._scope(frame, effective)
+        rules = state.get("Choices")
+        index = choice.choose(rules, scope)
+        if index is None:
+            nxt = state.get("Default")
+            if nxt is None:
+                raise StatesFailure(
+                    "States.NoChoiceMatched",
+                    runtime_cause(frame, "No Choice matched and no Default was specified"),
+                )
+        else:
+            nxt = rules[index]["Next"]
+        output = self._apply_output_path(frame, effective)
+        self._exit_state(frame, output, nxt, effective)
+
+    def _fail_state(self, frame: Frame) -> None:
+        state = frame.state
+        error = state.get("Error")
+        cause = state.get("Cause")
+        for key, path in (("ErrorPath", state.get("ErrorPath")), ("CausePath", state.get("CausePath"))):
+            if path is None:
+                continue
+            value = self._fail_field(frame, key, path)
+            if key == "ErrorPath":
+                error = value
+            else:
+                cause = value
+        self._state_failed(frame, error, cause, from_fail_state=True)
+
+    def _fail_field(self, frame: Frame, key: str, path: str) -> str | None:
+        scope = self._scope(frame, frame.raw_input)
+        if path.startswith("States."):
+            value = self._template(frame, {"v.$": path}, frame.raw_input)["v"]
+        else:
+            try:
+                value = scope.resolve(path)
+            except paths.PathError:
+                raise StatesFailure(
+                    "States.Runtime",
+                    runtime_cause(
+                        frame,
+                        f"The JSONPath '{path}' specified for the field '{key}' could not be found "
+                        f"in the input '{scope.input_text(path)}'",
+                    ),
+                ) from None
+        if value is None:
+            return None
+        return value if isinstance(value, str) else dumps(value)
+
+    # ------------------------------------------------------------------ tasks
+
+    def _task_timeouts(self, frame: Frame) -> tuple[float | None, float | None]:
+        state = frame.state
+        timeout = state.get("TimeoutSeconds")
+        heartbeat = state.get("HeartbeatSeconds")
+        effective = self._effective_input(frame)
+        if state.get("TimeoutSecondsPath") is not None:
+            timeout = self._read(frame, state.get("TimeoutSecondsPath"), effective)
+        if state.get("HeartbeatSecondsPath") is not None:
+            heartbeat = self._read(frame, state.get("HeartbeatSecondsPath"), effective)
+        return timeout, heartbeat
+
+    def _task_event_type(self, frame: Frame, suffix: str) -> str:
+        return resources.event_prefix(frame.state.get("Resource")) + suffix
+
+    def _schedule_task(self, frame: Frame) -> None:
+        state = frame.state
+        resource = state.get("Resource")
+        effective = self._effective_input(frame)
+        timeout, heartbeat = self._task_timeouts(frame)
+        parameters = self._parameters(frame, effective)
+        token = self._task_token(frame) if resource.endswith(".waitForTaskToken") else None
+        event_type = self._task_event_type(frame, "Scheduled")
+        details = resources.scheduled_details(resource, parameters, timeout, heartbeat)
+        event = self._emit(frame, event_type, details, {"attempt": sum(frame.retry_counts.values())})
+        assert self.info is not None
+        self.commands.append(
+            ScheduleTask(
+                task_id=event.id,
+                state_name=state.name,
+                resource=resource,
+                parameters=parameters,
+                idempotency_key=f"{self.info.execution_arn}:{event.id}",
+                timeout_seconds=timeout,
+                heartbeat_seconds=heartbeat,
+                task_token=token,
+            )
+        )
+        if timeout is not None:
+            self.commands.append(StartTimer(f"timeout:{event.id}", self.now + timedelta(seconds=timeout)))
+        if heartbeat is not None:
+            self.commands.append(StartTimer(f"heartbeat:{event.id}", self.now + timedelta(seconds=heartbeat)))
+
+    def _task_event(self, frame: Frame, incoming: TaskStarted | TaskSubmitted | TaskSucceeded | TaskFailed) -> None:
+        details = resources.task_details(frame.state.get("Resource"))
+        if isinstance(incoming, TaskStarted):
+            self._emit(frame, self._task_event_type(frame, "Started"), details or None)
+        elif isinstance(incoming, TaskSubmitted):
+            self._emit(frame, "TaskSubmitted", {**details, "output": incoming.output})
+        elif isinstance(incoming, TaskSucceeded):
+            self._cancel_task_timers(frame)
+            output = incoming.output
+            if len(dumps(output).encode()) > MAX_PAYLOAD_BYTES:
+                self._task_failed(
+                    frame,
+                    self._task_event_type(frame, "Failed"),
+                    "States.DataLimitExceeded",
+                    f"The state/task '{frame.state.name}' returned a result with a size exceeding "
+                    "the maximum number of bytes service limit.",
+                )
+                return
+            self._emit(frame, self._task_event_type(frame, "Succeeded"), {**details, "output": output})
+        else:
+            self._task_failed(frame, self._task_event_type(frame, "Failed"), incoming.error, incoming.cause)
+
+    def _cancel_task_timers(self, frame: Frame) -> None:
+        timeout, heartbeat = frame.state.get("TimeoutSeconds"), frame.state.get("HeartbeatSeconds")
+        if timeout is not None or frame.state.get("TimeoutSecondsPath") is not None:
+            self.commands.append(CancelTimer(f"timeout:{frame.task_id}"))
+        if heartbeat is not None or frame.state.get("HeartbeatSecondsPath") is not None:
+            self.commands.append(CancelTimer(f"heartbeat:{frame.task_id}"))
+
+    def _task_failed(self, frame: Frame, event_type: str, error: str | None, cause: str | None) -> None:
+        self._cancel_task_timers(frame)
+        details = resources.task_details(frame.state.get("Resource"))
+        details = {**details, "error": error, "cause": cause}
+        details = {k: v for k, v in details.items() if v is not None}
+        meta = self._failure_decision(frame, error, cause)
+        self._emit(frame, event_type, details, meta)
+        if "retry" in meta:
+            self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
+
+    def _finish_result(self, frame: Frame) -> None:
+        """A Task, Parallel or Map produced its result: ResultSelector, ResultPath, OutputPath."""
+        state = frame.state
+        result = frame.result
+        try:
+            if state.has_result_selector:
+                result = self._template(frame, state.result_selector, result)
+            output = self._output(frame, result, result)
+            self._exit_state(frame, output, assign_data=result)
+        except StatesFailure as failure:
+            self._state_failed(frame, failure.error, failure.cause)
+
+    # ------------------------------------------------------------------ failures
+
+    def _failure_decision(self, frame: Frame, error: str | None, cause: str | None) -> dict[str, JSON]:
+        """Decide between retry, catch and failing the frame; the answer goes into the event's meta."""
+        meta: dict[str, JSON] = {"error": error, "cause": cause}
+        state = frame.state
+        name = error or ""
+        for index, retrier in enumerate(state.retry):
+            if not _matches(retrier.error_equals, name):
+                continue
+            attempts = frame.retry_counts.get(index, 0)
+            if attempts >= retrier.max_attempts:
+                break
+            delay = retrier.interval_seconds * (retrier.backoff_rate**attempts)
+            if retrier.max_delay_seconds is not None:
+                delay = min(delay, retrier.max_delay_seconds)
+            if retrier.jitter_strategy == "FULL":
+                assert self.info is not None
+                delay = random.Random(self.info.seed + len(self.events)).uniform(0, delay)
+            timer = f"retry:{len(self.events) + 1}"
+            meta.update(retry=index, timer=timer, fire_at=(self.now + timedelta(seconds=delay)).isoformat())
+            return meta
+        for index, catcher in enumerate(state.catch):
+            if _matches(catcher.error_equals, name):
+                meta["catch"] = index
+                return meta
+        return meta
+
+    def _state_failed(self, frame: Frame, error: str | None, cause: str | None, from_fail_state: bool = False) -> None:
+        """A failure raised while running a state (not reported by a task): catch it or fail the frame."""
+        state = frame.state
+        if error == "States.Runtime" and cause is not None and not cause.startswith("An error occurred"):
+            cause = runtime_cause(frame, cause)
+        if state.type in ("Task", "Parallel", "Map") and not from_fail_state:
+            decision = self._failure_decision(frame, error, cause)
+            if "catch" in decision:
+                frame.error, frame.cause = error, cause
+                self._caught(frame, decision["catch"])
+                return
+        frame.error, frame.cause = error, cause
+        self._propagate_failure(frame)
+
+    def _caught(self, frame: Frame, catch_index: int | None = None) -> None:
+        state = frame.state
+        if catch_index is None:
+            event = self.events[frame.last_id - 1]
+            catch_index = event.meta["catch"]
+        catcher: Catcher = state.catch[catch_index]
+        error_output: dict[str, JSON] = {"Error": frame.error}
+        if frame.cause is not None:
+            error_output["Cause"] = frame.cause
+        output = self._apply_result_path(frame, catcher.result_path, error_output)
+        details: dict[str, JSON] = {"name": state.name, "output": output}
+        if catcher.assign is not None:
+            details["assignedVariables"] = self._template(frame, catcher.assign, error_output)
+        self._emit(frame, f"{state.type}StateExited", details, {"next": catcher.next})
+
+    def _propagate_failure(self, frame: Frame) -> None:
+        """The frame failed: the execution fails, or the owning Parallel/Map state does."""
+        parent = frame.parent
+        error, cause = frame.error, frame.cause
+        if parent is None:
+            self._close("ExecutionFailed", {"error": error, "cause": cause})
+            return
+        frame.phase = "failed-reported"
+        if parent.state.type == "Parallel":
+            meta = self._failure_decision(parent, error, cause)
+            self._emit(parent, "ParallelStateFailed", meta=meta, previous=len(self.events))
+            if "retry" in meta:
+                self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
+            return
+        self._emit(
+            parent,
+            "MapIterationFailed",
+            {"index": frame.index, "name": parent.state.name},
+            {"error": error, "cause": cause},
+            previous=len(self.events),
+        )
+
+    # ------------------------------------------------------------------ Parallel and Map
+
+    def _start_map(self, frame: Frame) -> None:
+        state = frame.state
+        effective = self._effective_input(frame)
+        items_path = state.get("ItemsPath", "$")
+        items = self._read(frame, items_path, effective) if items_path != "$" else effective
+        if not isinstance(items, list):
+            raise StatesFailure(
+                "States.Runtime",
+                runtime_cause(
+                    frame,
+                    f"Map state input must be an array: the ItemsPath '{items_path}' selected {dumps(items)}",
+                ),
+            )
+        max_concurrency = state.get("MaxConcurrency", 0)
+        if state.get("MaxConcurrencyPath") is not None:
+            max_concurrency = self._read(frame, state.get("MaxConcurrencyPath"), effective)
+        tolerated_count, tolerated_percentage = waits.tolerance(state, effective, lambda p: self._read(frame, p, effective), frame)
+        frame.items = items
+        self._emit(
+            frame,
+            "MapStateStarted",
+            {"length": len(items)},
+            {
+                "max_concurrency": max_concurrency,
+                "tolerated_count": tolerated_count,
+                "tolerated_percentage": tolerated_percentage,
+            },
+        )
+
+    def _map_items(self, frame: Frame) -> list[JSON]:
+        if frame.items is None:
+            state = frame.state
+            effective = self._effective_input(frame)
+            items_path = state.get("ItemsPath", "$")
+            frame.items = self._read(frame, items_path, effective) if items_path != "$" else effective
+        return frame.items or []
+
+    def _children_progress(self, frame: Frame) -> None:
+        state = frame.state
+        if state.type == "Parallel":
+            if all(child.phase == "done" for child in frame.children.values()):
+                self._emit(frame, "ParallelStateSucceeded", previous=len(self.events))
+            return
+        # Map: report finished iterations, then start new ones as concurrency allows.
+        for index in sorted(frame.children):
+            child = frame.children[index]
+            if child.phase == "done":
+                self._emit(
+                    frame, "MapIterationSucceeded", {"index": index, "name": state.name}, previous=len(self.events)
+                )
+        if frame.phase != "children":
+            return
+        if frame.map_failed and self._tolerance_exceeded(frame):
+            return
+        items = self._map_items(frame)
+        limit = frame.max_concurrency or len(items)
+        while frame.map_next < frame.map_length and len(frame.children) < limit:
+            index = frame.map_next
+            try:
+                item_input = self._item_input(frame, index, items[index])
+            except StatesFailure as failure:
+                self._state_failed(frame, failure.error, failure.cause)
+                return
+            self._emit(
+                frame,
+                "MapIterationStarted",
+                {"index": index, "name": state.name},
+                {"input": item_input},
+                previous=len(self.events),
+            )
+        if frame.map_done == frame.map_length and not frame.children:
+            self._emit(frame, "MapStateSucceeded", previous=len(self.events))
+
+    def _item_input(self, frame: Frame, index: int, item: JSON) -> JSON:
+        if not frame.state.has_parameters:
+            return item
+        extra = {"Map": {"Item": {"Index": index, "Value": item}}}
+        return self._template(frame, frame.state.parameters, self._effective_input(frame), extra)
+
+    def _tolerance_exceeded(self, frame: Frame) -> bool:
+        failed = frame.map_failed
+        if failed <= frame.tolerated_count and (
+            frame.map_length and failed * 100 / frame.map_length <= frame.tolerated_percentage
+        ):
+            return False
+        child_error = None
+        for event in reversed(self.events):
+            if event.type == "MapIterationFailed" and event.scope == frame.scope:
+                child_error = event.meta
+                break
+        tolerance_set = frame.tolerated_count or frame.tolerated_percentage
+        if tolerance_set:
+            error, cause = "States.ExceedToleratedFailureThreshold", "The specified tolerated failure threshold was exceeded"
+        else:
+            error = child_error.get("error") if child_error else None
+            cause = child_error.get("cause") if child_error else None
+        for index in sorted(frame.children):
+            self._emit(
+                frame, "MapIterationAborted", {"index": index, "name": frame.state.name}, previous=len(self.events)
+            )
+        meta = self._failure_decision(frame, error, cause)
+        self._emit(frame, "MapStateFailed", meta=meta, previous=len(self.events))
+        if "retry" in meta:
+            self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
+        return True
+
+    def _frame_done(self, frame: Frame) -> None:
+        if frame.parent is None:
+            self._close("ExecutionSucceeded", {"output": frame.output})
+
+
+def _matches(error_equals: Sequence[str], error: str) -> bool:
+    """Whether a Retry/Catch ErrorEquals list matches ``error`` (States Language spec, "Errors")."""
+    for name in error_equals:
+        if name == error:
+            return True
+        if name == "States.ALL" and error not in _UNCATCHABLE:
+            return True
+        if name == "States.TaskFailed" and error not in _UNCATCHABLE and error != "States.Timeout":
+            return True
+    return False
+
+
+def replay(definition: StateMachine | Mapping[str, JSON], history: Sequence[Event]) -> Execution:
+    """Fold a history into an Execution (the state at its last event)."""
+    execution = Execution(definition if isinstance(definition, StateMachine) else parse(definition))
+    execution.fold(history)
+    return execution
+
+
+def decide(
+    definition: StateMachine | Mapping[str, JSON], history: Sequence[Event], incoming: Incoming
+) -> Decision:
+    """The engine's core: fold ``history``, apply ``incoming``, return new events and commands."""
+    execution = replay(definition, history)
+    execution.handle(incoming)
+    return Decision(tuple(execution.new_events), tuple(execution.commands), execution.status)

@@ -1,0 +1,130 @@
+"""Numbers a state reads at run time: Wait delays and Map failure tolerances.
+
+Each check raises StatesFailure("States.Runtime", <AWS's wording>); the interpreter adds the
+"An error occurred while executing the state ..." prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from statemachine import paths
+from statemachine.definition import State
+from statemachine.errors import StatesFailure
+from statemachine.payload import Scope, dumps
+
+JSON = Any
+MAX_WAIT_SECONDS = 2**31 - 1  # AWS: "Wait state delay is too long" beyond a signed 32-bit count
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 timestamp with uppercase T and an offset (Z or ±hh:mm), else None."""
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    if offset == "Z":
+        tz = timezone.utc
+    else:
+        sign = 1 if offset[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz)
+    except ValueError:
+        return None
+
+
+def _is_int(value: JSON) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def fire_at(state: State, effective: JSON, scope: Scope, now: datetime) -> datetime:
+    """When a Wait state entered at ``now`` ends (States Language spec, "Wait State")."""
+    if "Seconds" in state.raw:
+        seconds = state.raw["Seconds"]
+        return now + timedelta(seconds=_checked_delay(seconds))
+    if "SecondsPath" in state.raw:
+        path = state.raw["SecondsPath"]
+        value = _read(path, effective, scope)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not _is_int(value):
+            raise StatesFailure(
+                "States.Runtime",
+                f"The SecondsPath parameter cannot be parsed as a long value: {path} == {_show(value)}",
+            )
+        if value < 0:
+            raise StatesFailure(
+                "States.Runtime", f"The SecondsPath parameter references a negative value: {path} == {value}"
+            )
+        return now + timedelta(seconds=_checked_delay(value))
+    if "TimestampPath" in state.raw:
+        path = state.raw["TimestampPath"]
+        value = _read(path, effective, scope)
+        moment = parse_timestamp(value) if isinstance(value, str) else None
+        if moment is None:
+            raise StatesFailure(
+                "States.Runtime",
+                f"The TimestampPath parameter does not reference a valid ISO-8601 extended offset "
+                f"date-time format string: {path} == {_show(value)}",
+            )
+    else:
+        text = state.raw.get("Timestamp")
+        moment = parse_timestamp(text) if isinstance(text, str) else None
+        if moment is None:
+            raise StatesFailure("States.Runtime", f"The Timestamp value is not a valid timestamp: {text}")
+    if (moment - now).total_seconds() > MAX_WAIT_SECONDS:
+        raise StatesFailure("States.Runtime", "Wait state delay is too long.")
+    return max(moment, now)
+
+
+def _checked_delay(seconds: JSON) -> float:
+    if seconds > MAX_WAIT_SECONDS:
+        raise StatesFailure("States.Runtime", "Wait state delay is too long.")
+    return float(seconds)
+
+
+def _show(value: JSON) -> str:
+    return value if isinstance(value, str) else dumps(value)
+
+
+def _read(path: str, effective: JSON, scope: Scope) -> JSON:
+    try:
+        return scope.resolve(path) if not path.startswith("$") or path.startswith("$$") else paths.read(path, effective)
+    except paths.PathError as exc:
+        raise StatesFailure("States.Runtime", f"Invalid path '{path}' : {exc.message}") from None
+
+
+def tolerance(state: State, effective: JSON, read: Callable[[str], JSON], frame: object) -> tuple[float, float]:
+    """A Map's ToleratedFailureCount and ToleratedFailurePercentage (their *Path forms read now)."""
+    count: JSON = state.raw.get("ToleratedFailureCount", 0)
+    percentage: JSON = state.raw.get("ToleratedFailurePercentage", 0)
+    if "ToleratedFailureCountPath" in state.raw:
+        path = state.raw["ToleratedFailureCountPath"]
+        count = read(path)
+        if not _is_int(count):
+            raise StatesFailure(
+                "States.Runtime",
+                f'The ToleratedFailureCountPath field refers to value "{_show(count)}" which is not a valid integer: {path}',
+            )
+    if "ToleratedFailurePercentagePath" in state.raw:
+        path = state.raw["ToleratedFailurePercentagePath"]
+        percentage = read(path)
+        if not isinstance(percentage, int | float) or isinstance(percentage, bool):
+            raise StatesFailure(
+                "States.Runtime",
+                f'The ToleratedFailurePercentagePath field refers to value "{_show(percentage)}" which is not a valid number: {path}',
+            )
+    if count < 0:
+        raise StatesFailure("States.Runtime", "ToleratedFailureCount cannot be negative.")
+    if not 0 <= percentage <= 100:
+        raise StatesFailure("States.Runtime", "ToleratedFailurePercentage must be between 0 and 100.")
+    return count, percentage
