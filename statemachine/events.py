@@ -62,6 +62,9 @@ class Event:
     details: Mapping[str, JSON] = field(default_factory=dict)
     scope: str = ""
     meta: Mapping[str, JSON] = field(default_factory=dict)
+    # Non-empty for events of a distributed Map's child execution: AWS shows them in the
+    # child's own history, not the parent's.
+    child: str = ""
 
     def to_aws(self) -> dict[str, JSON]:
         """The event as GetExecutionHistory returns it (timestamps left as datetimes)."""

@@ -44,7 +44,7 @@ from statemachine.events import (
     TaskSucceeded,
     TimerFired,
 )
-from statemachine.payload import Scope, dumps, evaluate_template
+from statemachine.payload import Scope, dumps, evaluate_template, resolve
 
 JSON = Any
 
@@ -53,7 +53,9 @@ MAX_HISTORY_EVENTS = 25_000
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"
 
 # Errors that States.ALL does not match (States Language spec, "Error names"; AWS error docs).
-_UNCATCHABLE = frozenset({"States.Runtime", "States.DataLimitExceeded"})
+# The corpus (real AWS) shows States.DataLimitExceeded from a task result caught by States.ALL,
+# and States.Runtime not caught even when named explicitly.
+_UNCATCHABLE = frozenset({"States.Runtime"})
 
 
 class Frame:
@@ -62,6 +64,7 @@ class Frame:
     __slots__ = (
         "aborted",
         "cause",
+        "child",
         "children",
         "error",
         "index",
@@ -132,9 +135,11 @@ class Frame:
         self.map_failed = 0
         self.map_results: dict[int, JSON] = {}
         self.max_concurrency = 0
-        self.tolerated_count: float = 0
-        self.tolerated_percentage: float = 0
+        self.tolerated_count: float | None = None
+        self.tolerated_percentage: float | None = None
         self.aborted = False
+        # The distributed Map child execution this frame runs in ("" for the execution itself).
+        self.child = parent.child if parent is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +217,12 @@ class Execution:
         details: Mapping[str, JSON] | None = None,
         meta: Mapping[str, JSON] | None = None,
         previous: int | None = None,
+        child: str | None = None,
     ) -> Event:
         if previous is None:
             previous = frame.last_id if frame is not None else len(self.events)
+        if child is None and frame is not None and event_type.startswith("MapIteration") and _distributed(frame.state):
+            child = f"{frame.started_id}.{details['index'] if details else 0}"
         event = Event(
             id=len(self.events) + 1,
             type=event_type,
@@ -223,6 +231,7 @@ class Execution:
             details=details or {},
             scope=frame.scope if frame is not None else "",
             meta=meta or {},
+            child=child if child is not None else (frame.child if frame is not None else ""),
         )
         self.events.append(event)
         self.new_events.append(event)
@@ -359,14 +368,17 @@ class Execution:
                 frame.map_failed = 0
                 frame.map_results = {}
                 frame.max_concurrency = meta.get("max_concurrency", 0)
-                frame.tolerated_count = meta.get("tolerated_count", 0)
-                frame.tolerated_percentage = meta.get("tolerated_percentage", 0)
+                frame.tolerated_count = meta.get("tolerated_count")
+                frame.tolerated_percentage = meta.get("tolerated_percentage")
                 self._mark(frame)
             return
         if kind == "MapIterationStarted":
             index = event.details["index"]
             scope = f"{frame.started_id}.{index}"
-            frame.children[index] = self._new_frame(frame, frame.state.machines[0], scope, index, meta["input"], event.id)
+            child = self._new_frame(frame, frame.state.machines[0], scope, index, meta["input"], event.id)
+            if _distributed(frame.state):
+                child.child = scope
+            frame.children[index] = child
             frame.map_next = index + 1
             return
         if kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
@@ -377,7 +389,13 @@ class Execution:
             else:
                 frame.map_failed += 1
             frame.map_done += 1
-            self._mark(frame)
+            if "state" in meta:
+                for other in frame.children.values():
+                    self._abort_frame(other)
+                frame.children = {}
+                self._apply_failure(frame, meta["state"])
+            else:
+                self._mark(frame)
             return
         if kind in ("ParallelStateSucceeded", "MapStateSucceeded"):
             if kind == "ParallelStateSucceeded":
@@ -543,14 +561,12 @@ class Execution:
                 "StartTime": iso(info.start_time),
                 "RedriveCount": info.redrive_count,
             },
-            "State": {
-                "EnteredTime": iso(frame.entered_time or self.now),
-                "Name": frame.state.name,
-                "RetryCount": sum(frame.retry_counts.values()),
-            },
+            "State": {"EnteredTime": iso(frame.entered_time or self.now), "Name": frame.state.name},
             "StateMachine": {"Id": info.state_machine_arn, "Name": info.state_machine_name},
         }
         if frame.state.type == "Task":
+            # RetryCount and Task.Token exist only while a Task state runs (corpus: context_object).
+            context["State"]["RetryCount"] = sum(frame.retry_counts.values())
             context["Task"] = {"Token": self._task_token(frame)}
         return context
 
@@ -598,7 +614,7 @@ class Execution:
         try:
             if path.startswith("$$"):
                 return paths.read("$" + path[2:], self._context(frame))
-            return paths.read(path, data)
+            return resolve(path, data, None, frame.variables)
         except paths.PathError as exc:
             raise StatesFailure("States.Runtime", runtime_cause(frame, f"Invalid path '{path}' : {exc.message}")) from None
 
@@ -648,7 +664,7 @@ class Execution:
             result = state.raw["Result"]
         else:
             result = self._parameters(frame, effective)
-        self._exit_state(frame, self._output(frame, result, result))
+        self._exit_state(frame, self._output(frame, result, result), assign_data=result)
 
     def _output(self, frame: Frame, result: JSON, assign_data: JSON) -> JSON:
         """ResultPath then OutputPath (the result is placed into the raw state input)."""
@@ -914,13 +930,40 @@ class Execution:
             if "retry" in meta:
                 self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
             return
-        self._emit(
-            parent,
-            "MapIterationFailed",
-            {"index": frame.index, "name": parent.state.name},
-            {"error": error, "cause": cause},
-            previous=len(self.events),
-        )
+        self._map_iteration_failed(parent, frame.index, error, cause)
+
+    def _map_iteration_failed(self, frame: Frame, index: int, error: str | None, cause: str | None) -> None:
+        """An iteration failed: tolerate it, or fail (retry, catch) the Map state."""
+        details = {"index": index, "name": frame.state.name}
+        previous = len(self.events)
+        failed = frame.map_failed + 1
+        count, percentage = frame.tolerated_count, frame.tolerated_percentage
+        if count is None and percentage is None:
+            exceeded = True
+        else:
+            exceeded = (count is not None and failed > count) or (
+                percentage is not None and failed * 100 > percentage * frame.map_length
+            )
+        if not exceeded:
+            self._emit(frame, "MapIterationFailed", details, {"error": error, "cause": cause}, previous=previous)
+            return
+        if count is not None or percentage is not None:
+            error = "States.ExceedToleratedFailureThreshold"
+            cause = "The specified tolerated failure threshold was exceeded"
+        decision = self._failure_decision(frame, error, cause)
+        if "retry" in decision:
+            # AWS shows a Map retry as a new MapStateStarted, with no MapStateFailed before it.
+            self._emit(frame, "MapIterationFailed", details, {"error": error, "cause": cause, "state": decision}, previous=previous)
+            self.commands.append(StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"])))
+            return
+        self._emit(frame, "MapIterationFailed", details, {"error": error, "cause": cause}, previous=previous)
+        for other in sorted(frame.children):
+            self._emit(frame, "MapIterationAborted", {"index": other, "name": frame.state.name}, previous=len(self.events))
+        if _distributed(frame.state):
+            self._emit(frame, "MapRunFailed", {"error": error, "cause": cause}, previous=len(self.events))
+        self._emit(frame, "MapStateFailed", meta=decision, previous=len(self.events))
+        if "retry" in decision:
+            self.commands.append(StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"])))
 
     # ------------------------------------------------------------------ Parallel and Map
 
@@ -937,21 +980,29 @@ class Execution:
                     f"Map state input must be an array: the ItemsPath '{items_path}' selected {dumps(items)}",
                 ),
             )
-        max_concurrency = state.get("MaxConcurrency", 0)
-        if state.get("MaxConcurrencyPath") is not None:
-            max_concurrency = self._read(frame, state.get("MaxConcurrencyPath"), effective)
-        tolerated_count, tolerated_percentage = waits.tolerance(state, effective, lambda p: self._read(frame, p, effective), frame)
+        read = lambda path: self._read(frame, path, effective)  # noqa: E731
+        try:
+            concurrency = waits.max_concurrency(state, read)
+            tolerated_count, tolerated_percentage = waits.tolerance(state, read)
+        except StatesFailure:
+            # AWS reports a bad concurrency or tolerance after MapStateStarted.
+            self._emit(frame, "MapStateStarted", {"length": len(items)}, {"broken": True})
+            raise
         frame.items = items
         self._emit(
             frame,
             "MapStateStarted",
             {"length": len(items)},
             {
-                "max_concurrency": max_concurrency,
+                "max_concurrency": concurrency,
                 "tolerated_count": tolerated_count,
                 "tolerated_percentage": tolerated_percentage,
             },
         )
+        if _distributed(state):
+            assert self.info is not None
+            run_arn = self.info.execution_arn.replace(":execution:", ":mapRun:", 1) + f"/{state.get('Label', state.name)}:{frame.started_id}"
+            self._emit(frame, "MapRunStarted", {"mapRunArn": run_arn})
 
     def _map_items(self, frame: Frame) -> list[JSON]:
         if frame.items is None:
@@ -976,8 +1027,6 @@ class Execution:
                 )
         if frame.phase != "children":
             return
-        if frame.map_failed and self._tolerance_exceeded(frame):
-            return
         items = self._map_items(frame)
         limit = frame.max_concurrency or len(items)
         while frame.map_next < frame.map_length and len(frame.children) < limit:
@@ -995,6 +1044,8 @@ class Execution:
                 previous=len(self.events),
             )
         if frame.map_done == frame.map_length and not frame.children:
+            if _distributed(state):
+                self._emit(frame, "MapRunSucceeded", previous=len(self.events))
             self._emit(frame, "MapStateSucceeded", previous=len(self.events))
 
     def _item_input(self, frame: Frame, index: int, item: JSON) -> JSON:
@@ -1003,46 +1054,26 @@ class Execution:
         extra = {"Map": {"Item": {"Index": index, "Value": item}}}
         return self._template(frame, frame.state.parameters, self._effective_input(frame), extra)
 
-    def _tolerance_exceeded(self, frame: Frame) -> bool:
-        failed = frame.map_failed
-        if failed <= frame.tolerated_count and (
-            frame.map_length and failed * 100 / frame.map_length <= frame.tolerated_percentage
-        ):
-            return False
-        child_error = None
-        for event in reversed(self.events):
-            if event.type == "MapIterationFailed" and event.scope == frame.scope:
-                child_error = event.meta
-                break
-        tolerance_set = frame.tolerated_count or frame.tolerated_percentage
-        if tolerance_set:
-            error, cause = "States.ExceedToleratedFailureThreshold", "The specified tolerated failure threshold was exceeded"
-        else:
-            error = child_error.get("error") if child_error else None
-            cause = child_error.get("cause") if child_error else None
-        for index in sorted(frame.children):
-            self._emit(
-                frame, "MapIterationAborted", {"index": index, "name": frame.state.name}, previous=len(self.events)
-            )
-        meta = self._failure_decision(frame, error, cause)
-        self._emit(frame, "MapStateFailed", meta=meta, previous=len(self.events))
-        if "retry" in meta:
-            self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
-        return True
-
     def _frame_done(self, frame: Frame) -> None:
         if frame.parent is None:
             self._close("ExecutionSucceeded", {"output": frame.output})
 
 
+def _distributed(state: State) -> bool:
+    processor = state.get("ItemProcessor")
+    return isinstance(processor, dict) and processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
+
+
 def _matches(error_equals: Sequence[str], error: str) -> bool:
     """Whether a Retry/Catch ErrorEquals list matches ``error`` (States Language spec, "Errors")."""
+    if error in _UNCATCHABLE:
+        return False
     for name in error_equals:
         if name == error:
             return True
-        if name == "States.ALL" and error not in _UNCATCHABLE:
+        if name == "States.ALL":
             return True
-        if name == "States.TaskFailed" and error not in _UNCATCHABLE and error != "States.Timeout":
+        if name == "States.TaskFailed" and error != "States.Timeout":
             return True
     return False
 

@@ -42,13 +42,7 @@ _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 _WORD = re.compile(r"(true|false|null)(?![A-Za-z0-9_.])")
 _WORDS: dict[str, JSON] = {"true": True, "false": False, "null": None}
 _ESCAPABLE = "'{}\\"  # the characters a string literal escapes with a backslash
-_HASHES = {
-    "MD5": "md5",
-    "SHA-1": "sha1",
-    "SHA-256": "sha256",
-    "SHA-384": "sha384",
-    "SHA-512": "sha512",
-}
+_HASHES = ("MD5", "SHA-1", "SHA-256", "SHA-384", "SHA-512")  # names are case-sensitive
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +384,9 @@ def _identity(value: JSON) -> JSON:
     return (type(value).__name__, value)
 
 
-def _dumps(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _json_to_string(args: _Arguments) -> str:
+    # Jackson's compact form; non-ASCII characters are kept, not escaped
+    return json.dumps(args.values[0], separators=(",", ":"), ensure_ascii=False)
 
 
 def _string_to_json(args: _Arguments) -> JSON:
@@ -454,6 +449,10 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "replace")  # a lone surrogate becomes '?', as in Java
 
 
+def _base64_encode(args: _Arguments) -> str:
+    return base64.b64encode(_utf8(args.short_string(0))).decode("ascii")
+
+
 def _base64_decode(args: _Arguments) -> str:
     text = args.short_string(0)
     if "=" not in text:  # Java's decoder accepts missing padding
@@ -469,7 +468,8 @@ def _hash(args: _Arguments) -> str:
     data, algorithm = args.short_string(0), args.string(1)
     if algorithm not in _HASHES:
         args.fail(f"the algorithm '{algorithm}' is not supported; use one of {', '.join(_HASHES)}")
-    return hashlib.new(_HASHES[algorithm], _utf8(data), usedforsecurity=False).hexdigest()
+    name = algorithm.replace("-", "").lower()  # hashlib's name: "SHA-256" -> "sha256"
+    return hashlib.new(name, _utf8(data), usedforsecurity=False).hexdigest()
 
 
 def _json_merge(args: _Arguments) -> dict[str, JSON]:
@@ -509,7 +509,7 @@ _Function = Callable[[_Arguments], JSON]
 _FUNCTIONS: dict[str, tuple[int, int | None, _Function]] = {
     "States.Format": (1, None, _format),
     "States.StringToJson": (1, 1, _string_to_json),
-    "States.JsonToString": (1, 1, lambda args: _dumps(args.values[0])),
+    "States.JsonToString": (1, 1, _json_to_string),
     "States.Array": (0, None, lambda args: list(args.values)),
     "States.ArrayPartition": (2, 2, _array_partition),
     "States.ArrayContains": (2, 2, _array_contains),
@@ -517,11 +517,7 @@ _FUNCTIONS: dict[str, tuple[int, int | None, _Function]] = {
     "States.ArrayGetItem": (2, 2, _array_get_item),
     "States.ArrayLength": (1, 1, lambda args: len(args.array(0))),
     "States.ArrayUnique": (1, 1, _array_unique),
-    "States.Base64Encode": (
-        1,
-        1,
-        lambda args: base64.b64encode(_utf8(args.short_string(0))).decode("ascii"),
-    ),
+    "States.Base64Encode": (1, 1, _base64_encode),
     "States.Base64Decode": (1, 1, _base64_decode),
     "States.Hash": (2, 2, _hash),
     "States.JsonMerge": (3, 3, _json_merge),

@@ -79,7 +79,7 @@ class LocalResult:
             "output": None if self.output is None and self.status != "SUCCEEDED" else json.dumps(self.output),
             "error": self.error,
             "cause": self.cause,
-            "events": [_event_json(event) for event in self.events],
+            "events": [_event_json(event) for event in self.events if not event.child],
         }
 
 
@@ -259,7 +259,7 @@ def _run_task(
     attempt = sum(frame.retry_counts.values()) if frame is not None else 0
     request = TaskRequest(command.state_name, command.resource, command.parameters, attempt, command.task_token)
     push(when, TaskStarted(command.task_id, when))
-    if parse_resource(command.resource).pattern == "callback":
+    if parse_resource(command.resource).pattern in ("callback", "sync"):
         push(when, TaskSubmitted(command.task_id, when))
     try:
         result = provider(request)

@@ -268,7 +268,8 @@ def _bracket(text: str, start: int) -> tuple[int, Step]:
             end = i + 1
             chars: list[str] = []
             while end < len(text) and text[end] != ch:
-                if text[end] == "\\" and end + 1 < len(text):
+                # Only an escaped quote is an escape; any other backslash is literal (Jayway).
+                if text[end] == "\\" and end + 1 < len(text) and text[end + 1] == ch:
                     end += 1
                 chars.append(text[end])
                 end += 1

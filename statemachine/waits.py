@@ -42,6 +42,32 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
+def max_concurrency(state: State, read: Callable[[str], JSON]) -> int:
+    """A Map's MaxConcurrency (0: unlimited); MaxConcurrencyPath may name a numeric string."""
+    if "MaxConcurrencyPath" not in state.raw:
+        value = state.raw.get("MaxConcurrency", 0)
+        return value if _is_int(value) and value >= 0 else 0
+    path = state.raw["MaxConcurrencyPath"]
+    value = _numeric_string(read(path), int)
+    if not _is_int(value) or value < 0:
+        raise StatesFailure(
+            "States.Runtime",
+            f'The MaxConcurrencyPath field refers to value "{_show(value)}" which is not a valid '
+            f"non-negative integer: {path}",
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def _numeric_string(value: JSON, kind: Callable[[str], JSON]) -> JSON:
+    """AWS accepts a number written as a string in the *Path forms (corpus: assign, map cases)."""
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def _is_int(value: JSON) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -103,13 +129,13 @@ def _read(path: str, effective: JSON, scope: Scope) -> JSON:
         raise StatesFailure("States.Runtime", f"Invalid path '{path}' : {exc.message}") from None
 
 
-def tolerance(state: State, effective: JSON, read: Callable[[str], JSON], frame: object) -> tuple[float, float]:
-    """A Map's ToleratedFailureCount and ToleratedFailurePercentage (their *Path forms read now)."""
-    count: JSON = state.raw.get("ToleratedFailureCount", 0)
-    percentage: JSON = state.raw.get("ToleratedFailurePercentage", 0)
+def tolerance(state: State, read: Callable[[str], JSON]) -> tuple[float | None, float | None]:
+    """A Map's ToleratedFailureCount and ToleratedFailurePercentage; None where not set."""
+    count: JSON = state.raw.get("ToleratedFailureCount")
+    percentage: JSON = state.raw.get("ToleratedFailurePercentage")
     if "ToleratedFailureCountPath" in state.raw:
         path = state.raw["ToleratedFailureCountPath"]
-        count = read(path)
+        count = _numeric_string(read(path), int)
         if not _is_int(count):
             raise StatesFailure(
                 "States.Runtime",
@@ -117,14 +143,14 @@ def tolerance(state: State, effective: JSON, read: Callable[[str], JSON], frame:
             )
     if "ToleratedFailurePercentagePath" in state.raw:
         path = state.raw["ToleratedFailurePercentagePath"]
-        percentage = read(path)
+        percentage = _numeric_string(read(path), float)
         if not isinstance(percentage, int | float) or isinstance(percentage, bool):
             raise StatesFailure(
                 "States.Runtime",
                 f'The ToleratedFailurePercentagePath field refers to value "{_show(percentage)}" which is not a valid number: {path}',
             )
-    if count < 0:
+    if count is not None and count < 0:
         raise StatesFailure("States.Runtime", "ToleratedFailureCount cannot be negative.")
-    if not 0 <= percentage <= 100:
+    if percentage is not None and not 0 <= percentage <= 100:
         raise StatesFailure("States.Runtime", "ToleratedFailurePercentage must be between 0 and 100.")
     return count, percentage

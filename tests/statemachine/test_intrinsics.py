@@ -29,6 +29,7 @@ DATA: dict[str, Any] = {
     "json": '{"k": [1, 2.5, "v"]}',
     "tmpl": "{} and {}",
     "names": ["Ann", "Bob"],
+    "it's": "quoted",
 }
 VARIABLES = {"greeting": "Hi", "cfg": {"size": 2}}
 CONTEXT = {
@@ -99,7 +100,7 @@ SUCCESS = [
     ("States.ArrayContains($.dup, true)", True),
     ("States.ArrayContains($.arr, true)", False),
     ("States.ArrayContains($.dup, null)", True),
-    ("States.ArrayContains($.dup, States.StringToJson('{\"j\":2,\"k\":1}'))", True),
+    ('States.ArrayContains($.dup, States.StringToJson(\'{"j":2,"k":1}\'))', True),
     ("States.ArrayContains($.dup, States.Array(1))", True),
     ("States.ArrayContains(States.Array(), null)", False),
     # States.ArrayRange: end inclusive, decimals rounded
@@ -152,10 +153,13 @@ SUCCESS = [
     ("States.Hash('', 'MD5')", "d41d8cd98f00b204e9800998ecf8427e"),
     # States.JsonMerge: shallow, the second object wins
     (
-        "States.JsonMerge($.obj, States.StringToJson('{\"c\": {\"e\": 1}, \"z\": 0}'), false)",
+        'States.JsonMerge($.obj, States.StringToJson(\'{"c": {"e": 1}, "z": 0}\'), false)',
         {"a": 1, "b": [True, None], "c": {"e": 1}, "z": 0},
     ),
-    ("States.JsonMerge($.obj, $cfg, false)", {"a": 1, "b": [True, None], "c": {"d": "x"}, "size": 2}),
+    (
+        "States.JsonMerge($.obj, $cfg, false)",
+        {"a": 1, "b": [True, None], "c": {"d": "x"}, "size": 2},
+    ),
     # States.MathAdd: each argument rounded half up (Java Math.round), result an int
     ("States.MathAdd(-9, 3)", -6),
     ("States.MathAdd(1.49, 1.5)", 3),
@@ -183,6 +187,7 @@ SUCCESS = [
     # paths with brackets, quotes and filters as arguments
     ("States.ArrayLength($.arr[?(@ > 2)])", 3),
     ("States.Array($['obj']['c'].d, $.arr[0,1])", ["x", [1, 2]]),
+    (r"States.Format('{}', $['it\'s'])", "quoted"),
     ("States.Format('{}', $)", "HelloWorld"),
 ]
 
@@ -216,11 +221,12 @@ ERRORS = [
     ("States.ArrayLength()", "States.ArrayLength takes exactly 1 argument, but 0 were given"),
     # paths
     ("States.Format('{}', $.missing)", "The JSONPath '$.missing' given to States.Format could not"),
-    ("States.Format('{}', $.missing)", "in the input '{\"s\":\"HelloWorld\""),
+    ("States.Format('{}', $.missing)", 'in the input \'{"s":"HelloWorld"'),
     ("States.Format('{}', $$.Nope)", "The JSONPath '$$.Nope' given to States.Format could not"),
     ("States.Format('{}', $nope)", "Variable 'nope' is not defined"),
     ("States.Format('{}', $cfg.nope)", "The variable path '$cfg.nope' given to States.Format"),
-    ("States.Format('{}', $.a[)", "States.Format: Invalid path '$.a['"),
+    ("States.Format('{}', $.a.)", "States.Format: Invalid path '$.a.': a name must follow"),
+    ("States.Format('{}', $.a[)", "expected ',' or ')'"),
     # States.Format
     ("States.Format('{} {}', 1)", "the template has 2 placeholder(s) '{}' but 1 value(s)"),
     ("States.Format('x', 1)", "the template has 0 placeholder(s) '{}' but 1 value(s)"),
@@ -243,7 +249,10 @@ ERRORS = [
     ("States.ArrayRange(0, 2147483648, 1)", "argument 2 must be between -2147483648 and"),
     ("States.ArrayGetItem($.arr, 5)", "index 5 is out of bounds for an array of length 5"),
     ("States.ArrayGetItem($.arr, -1)", "index -1 is out of bounds"),
-    ("States.ArrayGetItem($.arr, 1.0)", "argument 2 must be an integer index, but it is the number"),
+    (
+        "States.ArrayGetItem($.arr, 1.0)",
+        "argument 2 must be an integer index, but it is the number",
+    ),
     ("States.ArrayGetItem($.arr, null)", "argument 2 must be an integer index, but it is null"),
     ("States.ArrayGetItem($.obj, 0)", "argument 1 must be an array"),
     ("States.ArrayLength($.s)", "States.ArrayLength: argument 1 must be an array"),
@@ -259,7 +268,10 @@ ERRORS = [
     # States.JsonMerge
     ("States.JsonMerge($.obj, $.obj, true)", "only shallow merging is supported"),
     ("States.JsonMerge($.obj, $.obj, 'false')", "argument 3 must be a boolean (isDeepMerge)"),
-    ("States.JsonMerge($.obj, $.arr, false)", "argument 2 must be a JSON object, but it is an array"),
+    (
+        "States.JsonMerge($.obj, $.arr, false)",
+        "argument 2 must be a JSON object, but it is an array",
+    ),
     # maths
     ("States.MathAdd('1', 2)", "States.MathAdd: argument 1 must be a number, but it is a string"),
     ("States.MathAdd(1, null)", "argument 2 must be a number, but it is null"),
@@ -293,8 +305,19 @@ def test_string_length_limit(function: str, argument: str) -> None:
         run(expression, {"big": "QUJD" * 2500 + "A"})
 
 
+def test_non_finite_numbers_from_the_input() -> None:
+    # Python's json module accepts NaN and Infinity in an execution input; JSON has no such values
+    data = {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf")}
+    assert run("States.Format('{} {} {}', $.nan, $.inf, $.ninf)", data) == "NaN Infinity -Infinity"
+    with pytest.raises(IntrinsicError, match="argument 1 must be a finite number"):
+        run("States.MathAdd($.inf, 1)", data)
+
+
 def test_nesting_up_to_ten_is_allowed() -> None:
-    assert run("States.Array(" * 10 + ")" * 10) == [[[[[[[[[]]]]]]]]]
+    expected: Any = []
+    for _ in range(9):
+        expected = [expected]
+    assert run("States.Array(" * 10 + ")" * 10) == expected
 
 
 def test_deeply_nested_data_is_an_intrinsic_error() -> None:
@@ -325,7 +348,9 @@ def test_uuid_is_v4_and_comes_from_the_scope_generator() -> None:
     first, second = (intrinsics.evaluate("States.UUID()", scope) for _ in range(2))
     assert first != second
     for value in (first, second):
-        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value)
+        assert re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value
+        )
     replay = Scope({}, CONTEXT, {}, random.Random(7))
     assert intrinsics.evaluate("States.UUID()", replay) == first
 
@@ -440,7 +465,10 @@ def test_conformance_corpus(case: dict[str, Any]) -> None:
             "RoleArn": "arn:aws:iam::111111111111:role/sfn",
         },
         "State": {"Name": state_name, "EnteredTime": "2024-01-01T00:00:00.000Z", "RetryCount": 0},
-        "StateMachine": {"Id": "arn:aws:states:us-east-1:111111111111:stateMachine:sm", "Name": "sm"},
+        "StateMachine": {
+            "Id": "arn:aws:states:us-east-1:111111111111:stateMachine:sm",
+            "Name": "sm",
+        },
     }
     data = raw_input
     if "InputPath" in state:
