@@ -281,6 +281,7 @@ class _Arguments:
         raise IntrinsicError(f"{self.call.name}: {detail}")
 
     def wrong(self, index: int, wanted: str) -> NoReturn:
+        """Fail because argument ``index`` is not ``wanted``."""
         self.fail(f"argument {index + 1} must be {wanted}, but it is {_kind(self.values[index])}")
 
     def string(self, index: int) -> str:
@@ -317,6 +318,7 @@ class _Arguments:
         return value
 
     def short_string(self, index: int) -> str:
+        """A string of at most MAX_STRING_LENGTH characters (Base64 and Hash inputs)."""
         value = self.string(index)
         if len(value) > MAX_STRING_LENGTH:
             self.fail(
