@@ -384,6 +384,8 @@ class Execution:
         if kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
             index = event.details["index"]
             child = frame.children.pop(index, None)
+            if kind == "MapIterationAborted" and child is not None:
+                self._abort_frame(child)
             if kind == "MapIterationSucceeded":
                 frame.map_results[index] = child.output if child is not None else None
             else:
