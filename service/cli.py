@@ -37,7 +37,9 @@ def _parse_json(text: str | bytes, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} is not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise UsageError(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise UsageError(f"{what} is nested too deeply") from None
 
@@ -52,7 +54,9 @@ def _input_value(option: str | None) -> Any:
 
 
 def _print_human(result: Any) -> None:
-    states = [e.details["name"] for e in result.events if e.type.endswith("StateEntered") and not e.child]
+    states = [
+        e.details["name"] for e in result.events if e.type.endswith("StateEntered") and not e.child
+    ]
     print(f"status: {result.status}")
     if result.status == "SUCCEEDED":
         print(f"output: {json.dumps(result.output, indent=2, ensure_ascii=False)}")
@@ -70,7 +74,9 @@ def command_run(args: argparse.Namespace) -> int:
     input_value = _input_value(args.input)
     mock_config = None
     if args.mock_config:
-        mock_config = _parse_json(_read_file(args.mock_config, "mock config"), f"mock config '{args.mock_config}'")
+        mock_config = _parse_json(
+            _read_file(args.mock_config, "mock config"), f"mock config '{args.mock_config}'"
+        )
         if not args.test_case:
             raise UsageError("--mock-config needs --test-case NAME")
     name = args.name or Path(args.file).stem
@@ -102,11 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit code 0 when the execution succeeds, 1 when it fails, 2 on bad input.",
     )
     run.add_argument("file", metavar="FILE", help="the ASL definition (JSON)")
-    run.add_argument("--input", metavar="JSON|@FILE", help="execution input: JSON text or @file (default {})")
-    run.add_argument("--mock-config", metavar="FILE", help="AWS Step Functions Local mock config (empty: none)")
+    run.add_argument(
+        "--input", metavar="JSON|@FILE", help="execution input: JSON text or @file (default {})"
+    )
+    run.add_argument(
+        "--mock-config", metavar="FILE", help="AWS Step Functions Local mock config (empty: none)"
+    )
     run.add_argument("--test-case", metavar="NAME", help="the mock config test case to use")
-    run.add_argument("--name", metavar="SM_NAME", help="state machine name (selects the mock config entry)")
-    run.add_argument("--json", action="store_true", help="print one JSON object: status, output, error, cause, events")
+    run.add_argument(
+        "--name", metavar="SM_NAME", help="state machine name (selects the mock config entry)"
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: status, output, error, cause, events",
+    )
     run.set_defaults(handler=command_run)
     return parser
 

@@ -10,7 +10,14 @@ from statemachine.definition import State, StateMachine, loads, parse
 from statemachine.errors import DefinitionError, HistoryError, StateMachineError, StatesFailure
 from statemachine.events import Command, Decision, Event, Incoming
 from statemachine.interpreter import Execution, decide, replay
-from statemachine.local import LocalResult, MockConfigError, MockTasks, TaskError, TaskRequest, run_local
+from statemachine.local import (
+    LocalResult,
+    MockConfigError,
+    MockTasks,
+    TaskError,
+    TaskRequest,
+    run_local,
+)
 
 __all__ = [
     "Command",

@@ -102,7 +102,9 @@ def loads(text: str | bytes) -> StateMachine:
     """Parse a definition from JSON text."""
     if isinstance(text, bytes):
         if len(text) > MAX_DEFINITION_BYTES:
-            raise DefinitionError(f"The definition is {len(text)} bytes; the limit is {MAX_DEFINITION_BYTES}")
+            raise DefinitionError(
+                f"The definition is {len(text)} bytes; the limit is {MAX_DEFINITION_BYTES}"
+            )
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -128,7 +130,9 @@ def parse(document: JSON) -> StateMachine:
     names: set[str] = set()
     for state in machine.all_states():
         if state.name in names:
-            raise DefinitionError(f"State name '{state.name}' is used more than once", state.location)
+            raise DefinitionError(
+                f"State name '{state.name}' is used more than once", state.location
+            )
         names.add(state.name)
     return machine
 
@@ -150,18 +154,28 @@ def _machine(doc: JSON, at: str) -> StateMachine:
         for name, body in states_doc.items()
     }
     if start_at not in states:
-        raise DefinitionError(f"StartAt '{start_at}' is not a state of this machine", f"{at}/StartAt")
+        raise DefinitionError(
+            f"StartAt '{start_at}' is not a state of this machine", f"{at}/StartAt"
+        )
     for state in states.values():
-        targets = [("Next", state.next)] + [(f"Catch/{i}/Next", c.next) for i, c in enumerate(state.catch)]
+        targets = [("Next", state.next)] + [
+            (f"Catch/{i}/Next", c.next) for i, c in enumerate(state.catch)
+        ]
         if state.type == "Choice":
-            targets += [(f"Choices/{i}/Next", r.get("Next")) for i, r in enumerate(state.get("Choices"))]
+            targets += [
+                (f"Choices/{i}/Next", r.get("Next")) for i, r in enumerate(state.get("Choices"))
+            ]
             targets.append(("Default", state.get("Default")))
         for where, target in targets:
             if target is not None and target not in states:
-                raise DefinitionError(f"Missing transition target '{target}'", f"{state.location}/{where}")
+                raise DefinitionError(
+                    f"Missing transition target '{target}'", f"{state.location}/{where}"
+                )
     timeout = doc.get("TimeoutSeconds")
     if timeout is not None and (not _is_int(timeout) or timeout < 0):
-        raise DefinitionError("TimeoutSeconds must be a non-negative integer", f"{at}/TimeoutSeconds")
+        raise DefinitionError(
+            "TimeoutSeconds must be a non-negative integer", f"{at}/TimeoutSeconds"
+        )
     comment = doc.get("Comment")
     return StateMachine(
         start_at=start_at,
@@ -187,7 +201,7 @@ def _path_field(body: Mapping[str, JSON], key: str, at: str) -> str | None:
     value = body[key]
     if value is not None and not (isinstance(value, str) and value.startswith("$")):
         raise DefinitionError(f"{key} must be a path beginning with '$' or null", f"{at}/{key}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _state(name: str, body: JSON, at: str, language: str) -> State:
@@ -208,7 +222,11 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
         raise DefinitionError("Next must be a string", f"{at}/Next")
     if kind == "Choice":
         choices = body.get("Choices")
-        if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(isinstance(c, dict) for c in choices)
+        ):
             raise DefinitionError("Choices must be a non-empty array of rules", f"{at}/Choices")
     machines: tuple[StateMachine, ...] = ()
     if kind == "Parallel":
@@ -248,14 +266,16 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
 def _error_equals(doc: Mapping[str, JSON], at: str) -> tuple[str, ...]:
     errors = doc.get("ErrorEquals")
     if not isinstance(errors, list) or not errors or not all(isinstance(e, str) for e in errors):
-        raise DefinitionError("ErrorEquals must be a non-empty array of strings", f"{at}/ErrorEquals")
+        raise DefinitionError(
+            "ErrorEquals must be a non-empty array of strings", f"{at}/ErrorEquals"
+        )
     return tuple(errors)
 
 
 def _retrier(doc: JSON, at: str) -> Retrier:
     if not isinstance(doc, dict):
         raise DefinitionError("A retrier must be an object", at)
-    numbers = {}
+    numbers: dict[str, Any] = {}
     for key, default in (
         ("IntervalSeconds", 1),
         ("MaxAttempts", 3),
@@ -263,7 +283,9 @@ def _retrier(doc: JSON, at: str) -> Retrier:
         ("MaxDelaySeconds", None),
     ):
         value = doc.get(key, default)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0):
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+        ):
             raise DefinitionError(f"{key} must be a non-negative number", f"{at}/{key}")
         numbers[key] = value
     return Retrier(

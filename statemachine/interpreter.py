@@ -50,7 +50,13 @@ JSON = Any
 
 MAX_PAYLOAD_BYTES = 262_144  # AWS: state and task payloads are at most 256 KiB
 MAX_HISTORY_EVENTS = 25_000
-RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"
+RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "TIMED_OUT",
+    "ABORTED",
+)
 
 # Errors that States.ALL does not match (States Language spec, "Error names"; AWS error docs).
 # The corpus (real AWS) shows States.DataLimitExceeded from a task result caught by States.ALL,
@@ -66,6 +72,8 @@ class Frame:
         "cause",
         "child",
         "children",
+        "entered_id",
+        "entered_time",
         "error",
         "index",
         "items",
@@ -87,8 +95,6 @@ class Frame:
         "seq",
         "started_id",
         "state",
-        "entered_id",
-        "entered_time",
         "task_id",
         "timer_id",
         "tolerated_count",
@@ -139,7 +145,7 @@ class Frame:
         self.tolerated_percentage: float | None = None
         self.aborted = False
         # The distributed Map child execution this frame runs in ("" for the execution itself).
-        self.child = parent.child if parent is not None else ""
+        self.child: str = parent.child if parent is not None else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +227,12 @@ class Execution:
     ) -> Event:
         if previous is None:
             previous = frame.last_id if frame is not None else len(self.events)
-        if child is None and frame is not None and event_type.startswith("MapIteration") and _distributed(frame.state):
+        if (
+            child is None
+            and frame is not None
+            and event_type.startswith("MapIteration")
+            and _distributed(frame.state)
+        ):
             child = f"{frame.started_id}.{details['index'] if details else 0}"
         event = Event(
             id=len(self.events) + 1,
@@ -242,7 +253,13 @@ class Execution:
         heapq.heappush(self.runnable, (frame.seq, frame.scope))
 
     def _new_frame(
-        self, parent: Frame | None, machine: StateMachine, scope: str, index: int, raw_input: JSON, last_id: int
+        self,
+        parent: Frame | None,
+        machine: StateMachine,
+        scope: str,
+        index: int,
+        raw_input: JSON,
+        last_id: int,
     ) -> Frame:
         variables: ChainMap[str, JSON] = (
             parent.variables.new_child() if parent is not None else ChainMap({})
@@ -267,9 +284,16 @@ class Execution:
                 redrive_count=meta.get("redrive_count", 0),
             )
             self.status = RUNNING
-            self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], event.id)
+            self.root = self._new_frame(
+                None, self.definition, "", 0, event.details["input"], event.id
+            )
             return
-        if kind in ("ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"):
+        if kind in (
+            "ExecutionSucceeded",
+            "ExecutionFailed",
+            "ExecutionTimedOut",
+            "ExecutionAborted",
+        ):
             self.status = {
                 "ExecutionSucceeded": SUCCEEDED,
                 "ExecutionFailed": FAILED,
@@ -282,12 +306,16 @@ class Execution:
             return
         frame = self.frames.get(event.scope)
         if frame is None:
-            raise HistoryError(f"event {event.id} ({kind}) belongs to unknown scope {event.scope!r}")
+            raise HistoryError(
+                f"event {event.id} ({kind}) belongs to unknown scope {event.scope!r}"
+            )
         frame.last_id = event.id
         if kind.endswith("StateEntered"):
             state = frame.machine.states.get(event.details["name"])
             if state is None:
-                raise HistoryError(f"event {event.id} enters unknown state {event.details['name']!r}")
+                raise HistoryError(
+                    f"event {event.id} enters unknown state {event.details['name']!r}"
+                )
             frame.state = state
             frame.raw_input = event.details["input"]
             frame.entered_id = event.id
@@ -357,7 +385,9 @@ class Execution:
             if kind == "ParallelStateStarted":
                 for index, machine in enumerate(frame.state.machines):
                     scope = f"{event.id}.{index}"
-                    frame.children[index] = self._new_frame(frame, machine, scope, index, meta["input"], event.id)
+                    frame.children[index] = self._new_frame(
+                        frame, machine, scope, index, meta["input"], event.id
+                    )
                 frame.map_length = len(frame.state.machines)
                 frame.map_results = {}
                 frame.map_done = 0
@@ -375,7 +405,9 @@ class Execution:
         if kind == "MapIterationStarted":
             index = event.details["index"]
             scope = f"{frame.started_id}.{index}"
-            child = self._new_frame(frame, frame.state.machines[0], scope, index, meta["input"], event.id)
+            child = self._new_frame(
+                frame, frame.state.machines[0], scope, index, meta["input"], event.id
+            )
             if _distributed(frame.state):
                 child.child = scope
             frame.children[index] = child
@@ -383,11 +415,11 @@ class Execution:
             return
         if kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
             index = event.details["index"]
-            child = frame.children.pop(index, None)
-            if kind == "MapIterationAborted" and child is not None:
-                self._abort_frame(child)
+            ended = frame.children.pop(index, None)
+            if kind == "MapIterationAborted" and ended is not None:
+                self._abort_frame(ended)
             if kind == "MapIterationSucceeded":
-                frame.map_results[index] = child.output if child is not None else None
+                frame.map_results[index] = ended.output if ended is not None else None
             else:
                 frame.map_failed += 1
             frame.map_done += 1
@@ -407,7 +439,12 @@ class Execution:
             frame.phase = "result"
             self._mark(frame)
             return
-        if kind in ("ParallelStateAborted", "MapStateAborted", "WaitStateAborted", "TaskStateAborted"):
+        if kind in (
+            "ParallelStateAborted",
+            "MapStateAborted",
+            "WaitStateAborted",
+            "TaskStateAborted",
+        ):
             return
         # TaskStarted, TaskSubmitted, LambdaFunctionStarted, MapRun*, ...: nothing to fold.
 
@@ -463,7 +500,9 @@ class Execution:
             heartbeat = self._task_timeouts(frame)[1] if frame is not None else None
             if frame is not None and heartbeat is not None:
                 self.commands.append(
-                    StartTimer(f"heartbeat:{incoming.task_id}", self.now + timedelta(seconds=heartbeat))
+                    StartTimer(
+                        f"heartbeat:{incoming.task_id}", self.now + timedelta(seconds=heartbeat)
+                    )
                 )
         elif isinstance(incoming, TaskStarted | TaskSubmitted | TaskSucceeded | TaskFailed):
             frame = self.tasks.get(incoming.task_id)
@@ -475,7 +514,11 @@ class Execution:
         self._run()
 
     def _start(self, start: StartExecution) -> None:
-        details = {"input": start.input, "roleArn": start.role_arn, "stateMachineArn": start.state_machine_arn}
+        details = {
+            "input": start.input,
+            "roleArn": start.role_arn,
+            "stateMachineArn": start.state_machine_arn,
+        }
         meta = {
             "execution_arn": start.execution_arn,
             "state_machine_arn": start.state_machine_arn,
@@ -485,12 +528,18 @@ class Execution:
         self._emit(None, "ExecutionStarted", details, meta, previous=0)
         if self.definition.timeout_seconds:
             self.commands.append(
-                StartTimer("execution-timeout", self.now + timedelta(seconds=self.definition.timeout_seconds))
+                StartTimer(
+                    "execution-timeout",
+                    self.now + timedelta(seconds=self.definition.timeout_seconds),
+                )
             )
         if len(dumps(start.input).encode()) > MAX_PAYLOAD_BYTES:
             self._close(
                 "ExecutionFailed",
-                {"error": "States.DataLimitExceeded", "cause": "The execution input exceeds the maximum size."},
+                {
+                    "error": "States.DataLimitExceeded",
+                    "cause": "The execution input exceeds the maximum size.",
+                },
             )
 
     def _close(self, event_type: str, details: Mapping[str, JSON]) -> None:
@@ -593,7 +642,9 @@ class Execution:
             frame.entered_id = entered_id
             frame.entered_time = self.now
             try:
-                fire_at = waits.fire_at(state, self._effective_input(frame), self._scope(frame, None), self.now)
+                fire_at = waits.fire_at(
+                    state, self._effective_input(frame), self._scope(frame, None), self.now
+                )
             except StatesFailure as failure:
                 self._emit(frame, "WaitStateEntered", details)
                 self._state_failed(frame, failure.error, failure.cause)
@@ -618,7 +669,9 @@ class Execution:
                 return paths.read("$" + path[2:], self._context(frame))
             return resolve(path, data, None, frame.variables)
         except paths.PathError as exc:
-            raise StatesFailure("States.Runtime", runtime_cause(frame, f"Invalid path '{path}' : {exc.message}")) from None
+            raise StatesFailure(
+                "States.Runtime", runtime_cause(frame, f"Invalid path '{path}' : {exc.message}")
+            ) from None
 
     def _execute(self, frame: Frame) -> None:
         """Run the body of the state ``frame`` has just entered."""
@@ -644,7 +697,9 @@ class Execution:
         except StatesFailure as failure:
             self._state_failed(frame, failure.error, failure.cause)
 
-    def _parameters(self, frame: Frame, effective: JSON, extra: Mapping[str, JSON] | None = None) -> JSON:
+    def _parameters(
+        self, frame: Frame, effective: JSON, extra: Mapping[str, JSON] | None = None
+    ) -> JSON:
         if not frame.state.has_parameters:
             return effective
         return self._template(frame, frame.state.parameters, effective, extra)
@@ -655,7 +710,11 @@ class Execution:
         try:
             return evaluate_template(template, self._scope(frame, data, extra))
         except StatesFailure as failure:
-            if failure.error == "States.Runtime" and failure.cause and not failure.cause.startswith("An error"):
+            if (
+                failure.error == "States.Runtime"
+                and failure.cause
+                and not failure.cause.startswith("An error")
+            ):
                 raise StatesFailure("States.Runtime", runtime_cause(frame, failure.cause)) from None
             raise
 
@@ -687,8 +746,8 @@ class Execution:
         except paths.PathError:
             raise StatesFailure(
                 "States.ResultPathMatchFailure",
-                f"States.ResultPathMatchFailure: Unable to apply ResultPath \"{result_path}\" to input "
-                f"\"{dumps(frame.raw_input)}\".",
+                f'States.ResultPathMatchFailure: Unable to apply ResultPath "{result_path}" to input '
+                f'"{dumps(frame.raw_input)}".',
             ) from None
 
     def _apply_output_path(self, frame: Frame, data: JSON) -> JSON:
@@ -736,7 +795,10 @@ class Execution:
         state = frame.state
         error = state.get("Error")
         cause = state.get("Cause")
-        for key, path in (("ErrorPath", state.get("ErrorPath")), ("CausePath", state.get("CausePath"))):
+        for key, path in (
+            ("ErrorPath", state.get("ErrorPath")),
+            ("CausePath", state.get("CausePath")),
+        ):
             if path is None:
                 continue
             value = self._fail_field(frame, key, path)
@@ -791,7 +853,9 @@ class Execution:
         token = self._task_token(frame) if resource.endswith(".waitForTaskToken") else None
         event_type = self._task_event_type(frame, "Scheduled")
         details = resources.scheduled_details(resource, parameters, timeout, heartbeat)
-        event = self._emit(frame, event_type, details, {"attempt": sum(frame.retry_counts.values())})
+        event = self._emit(
+            frame, event_type, details, {"attempt": sum(frame.retry_counts.values())}
+        )
         assert self.info is not None
         self.commands.append(
             ScheduleTask(
@@ -806,11 +870,17 @@ class Execution:
             )
         )
         if timeout is not None:
-            self.commands.append(StartTimer(f"timeout:{event.id}", self.now + timedelta(seconds=timeout)))
+            self.commands.append(
+                StartTimer(f"timeout:{event.id}", self.now + timedelta(seconds=timeout))
+            )
         if heartbeat is not None:
-            self.commands.append(StartTimer(f"heartbeat:{event.id}", self.now + timedelta(seconds=heartbeat)))
+            self.commands.append(
+                StartTimer(f"heartbeat:{event.id}", self.now + timedelta(seconds=heartbeat))
+            )
 
-    def _task_event(self, frame: Frame, incoming: TaskStarted | TaskSubmitted | TaskSucceeded | TaskFailed) -> None:
+    def _task_event(
+        self, frame: Frame, incoming: TaskStarted | TaskSubmitted | TaskSucceeded | TaskFailed
+    ) -> None:
         details = resources.task_details(frame.state.get("Resource"))
         if isinstance(incoming, TaskStarted):
             self._emit(frame, self._task_event_type(frame, "Started"), details or None)
@@ -828,9 +898,13 @@ class Execution:
                     "the maximum number of bytes service limit.",
                 )
                 return
-            self._emit(frame, self._task_event_type(frame, "Succeeded"), {**details, "output": output})
+            self._emit(
+                frame, self._task_event_type(frame, "Succeeded"), {**details, "output": output}
+            )
         else:
-            self._task_failed(frame, self._task_event_type(frame, "Failed"), incoming.error, incoming.cause)
+            self._task_failed(
+                frame, self._task_event_type(frame, "Failed"), incoming.error, incoming.cause
+            )
 
     def _cancel_task_timers(self, frame: Frame) -> None:
         timeout, heartbeat = frame.state.get("TimeoutSeconds"), frame.state.get("HeartbeatSeconds")
@@ -839,7 +913,9 @@ class Execution:
         if heartbeat is not None or frame.state.get("HeartbeatSecondsPath") is not None:
             self.commands.append(CancelTimer(f"heartbeat:{frame.task_id}"))
 
-    def _task_failed(self, frame: Frame, event_type: str, error: str | None, cause: str | None) -> None:
+    def _task_failed(
+        self, frame: Frame, event_type: str, error: str | None, cause: str | None
+    ) -> None:
         self._cancel_task_timers(frame)
         details = resources.task_details(frame.state.get("Resource"))
         details = {**details, "error": error, "cause": cause}
@@ -863,7 +939,9 @@ class Execution:
 
     # ------------------------------------------------------------------ failures
 
-    def _failure_decision(self, frame: Frame, error: str | None, cause: str | None) -> dict[str, JSON]:
+    def _failure_decision(
+        self, frame: Frame, error: str | None, cause: str | None
+    ) -> dict[str, JSON]:
         """Decide between retry, catch and failing the frame; the answer goes into the event's meta."""
         meta: dict[str, JSON] = {"error": error, "cause": cause}
         state = frame.state
@@ -881,7 +959,9 @@ class Execution:
                 assert self.info is not None
                 delay = random.Random(self.info.seed + len(self.events)).uniform(0, delay)
             timer = f"retry:{len(self.events) + 1}"
-            meta.update(retry=index, timer=timer, fire_at=(self.now + timedelta(seconds=delay)).isoformat())
+            meta.update(
+                retry=index, timer=timer, fire_at=(self.now + timedelta(seconds=delay)).isoformat()
+            )
             return meta
         for index, catcher in enumerate(state.catch):
             if _matches(catcher.error_equals, name):
@@ -889,10 +969,16 @@ class Execution:
                 return meta
         return meta
 
-    def _state_failed(self, frame: Frame, error: str | None, cause: str | None, from_fail_state: bool = False) -> None:
+    def _state_failed(
+        self, frame: Frame, error: str | None, cause: str | None, from_fail_state: bool = False
+    ) -> None:
         """A failure raised while running a state (not reported by a task): catch it or fail the frame."""
         state = frame.state
-        if error == "States.Runtime" and cause is not None and not cause.startswith("An error occurred"):
+        if (
+            error == "States.Runtime"
+            and cause is not None
+            and not cause.startswith("An error occurred")
+        ):
             cause = runtime_cause(frame, cause)
         if state.type in ("Task", "Parallel", "Map") and not from_fail_state:
             decision = self._failure_decision(frame, error, cause)
@@ -930,11 +1016,15 @@ class Execution:
             meta = self._failure_decision(parent, error, cause)
             self._emit(parent, "ParallelStateFailed", meta=meta, previous=len(self.events))
             if "retry" in meta:
-                self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
+                self.commands.append(
+                    StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"]))
+                )
             return
         self._map_iteration_failed(parent, frame.index, error, cause)
 
-    def _map_iteration_failed(self, frame: Frame, index: int, error: str | None, cause: str | None) -> None:
+    def _map_iteration_failed(
+        self, frame: Frame, index: int, error: str | None, cause: str | None
+    ) -> None:
         """An iteration failed: tolerate it, or fail (retry, catch) the Map state."""
         details = {"index": index, "name": frame.state.name}
         previous = len(self.events)
@@ -947,7 +1037,13 @@ class Execution:
                 percentage is not None and failed * 100 > percentage * frame.map_length
             )
         if not exceeded:
-            self._emit(frame, "MapIterationFailed", details, {"error": error, "cause": cause}, previous=previous)
+            self._emit(
+                frame,
+                "MapIterationFailed",
+                details,
+                {"error": error, "cause": cause},
+                previous=previous,
+            )
             return
         if count is not None or percentage is not None:
             error = "States.ExceedToleratedFailureThreshold"
@@ -955,17 +1051,40 @@ class Execution:
         decision = self._failure_decision(frame, error, cause)
         if "retry" in decision:
             # AWS shows a Map retry as a new MapStateStarted, with no MapStateFailed before it.
-            self._emit(frame, "MapIterationFailed", details, {"error": error, "cause": cause, "state": decision}, previous=previous)
-            self.commands.append(StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"])))
+            self._emit(
+                frame,
+                "MapIterationFailed",
+                details,
+                {"error": error, "cause": cause, "state": decision},
+                previous=previous,
+            )
+            self.commands.append(
+                StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"]))
+            )
             return
-        self._emit(frame, "MapIterationFailed", details, {"error": error, "cause": cause}, previous=previous)
+        self._emit(
+            frame,
+            "MapIterationFailed",
+            details,
+            {"error": error, "cause": cause},
+            previous=previous,
+        )
         for other in sorted(frame.children):
-            self._emit(frame, "MapIterationAborted", {"index": other, "name": frame.state.name}, previous=len(self.events))
+            self._emit(
+                frame,
+                "MapIterationAborted",
+                {"index": other, "name": frame.state.name},
+                previous=len(self.events),
+            )
         if _distributed(frame.state):
-            self._emit(frame, "MapRunFailed", {"error": error, "cause": cause}, previous=len(self.events))
+            self._emit(
+                frame, "MapRunFailed", {"error": error, "cause": cause}, previous=len(self.events)
+            )
         self._emit(frame, "MapStateFailed", meta=decision, previous=len(self.events))
         if "retry" in decision:
-            self.commands.append(StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"])))
+            self.commands.append(
+                StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"]))
+            )
 
     # ------------------------------------------------------------------ Parallel and Map
 
@@ -1003,7 +1122,10 @@ class Execution:
         )
         if _distributed(state):
             assert self.info is not None
-            run_arn = self.info.execution_arn.replace(":execution:", ":mapRun:", 1) + f"/{state.get('Label', state.name)}:{frame.started_id}"
+            run_arn = (
+                self.info.execution_arn.replace(":execution:", ":mapRun:", 1)
+                + f"/{state.get('Label', state.name)}:{frame.started_id}"
+            )
             self._emit(frame, "MapRunStarted", {"mapRunArn": run_arn})
 
     def _map_items(self, frame: Frame) -> list[JSON]:
@@ -1011,7 +1133,9 @@ class Execution:
             state = frame.state
             effective = self._effective_input(frame)
             items_path = state.get("ItemsPath", "$")
-            frame.items = self._read(frame, items_path, effective) if items_path != "$" else effective
+            frame.items = (
+                self._read(frame, items_path, effective) if items_path != "$" else effective
+            )
         return frame.items or []
 
     def _children_progress(self, frame: Frame) -> None:
@@ -1025,7 +1149,10 @@ class Execution:
             child = frame.children[index]
             if child.phase == "done":
                 self._emit(
-                    frame, "MapIterationSucceeded", {"index": index, "name": state.name}, previous=len(self.events)
+                    frame,
+                    "MapIterationSucceeded",
+                    {"index": index, "name": state.name},
+                    previous=len(self.events),
                 )
         if frame.phase != "children":
             return
@@ -1063,7 +1190,10 @@ class Execution:
 
 def _distributed(state: State) -> bool:
     processor = state.get("ItemProcessor")
-    return isinstance(processor, dict) and processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
+    return (
+        isinstance(processor, dict)
+        and processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
+    )
 
 
 def _matches(error_equals: Sequence[str], error: str) -> bool:

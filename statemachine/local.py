@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from statemachine.definition import StateMachine, parse
@@ -76,7 +76,9 @@ class LocalResult:
         """The shape of the conformance contract (output as JSON text, like DescribeExecution)."""
         return {
             "status": self.status,
-            "output": None if self.output is None and self.status != "SUCCEEDED" else json.dumps(self.output),
+            "output": None
+            if self.output is None and self.status != "SUCCEEDED"
+            else json.dumps(self.output),
             "error": self.error,
             "cause": self.cause,
             "events": [_event_json(event) for event in self.events if not event.child],
@@ -104,10 +106,14 @@ class MockTasks:
             raise MockConfigError("The mock config must be a JSON object")
         machines = config.get("StateMachines")
         if not isinstance(machines, Mapping) or state_machine_name not in machines:
-            raise MockConfigError(f"The mock config has no state machine named '{state_machine_name}'")
+            raise MockConfigError(
+                f"The mock config has no state machine named '{state_machine_name}'"
+            )
         cases = machines[state_machine_name].get("TestCases")
         if not isinstance(cases, Mapping) or test_case not in cases:
-            raise MockConfigError(f"State machine '{state_machine_name}' has no test case '{test_case}'")
+            raise MockConfigError(
+                f"State machine '{state_machine_name}' has no test case '{test_case}'"
+            )
         responses = config.get("MockedResponses")
         if not isinstance(responses, Mapping):
             raise MockConfigError("The mock config has no MockedResponses object")
@@ -122,19 +128,25 @@ class MockTasks:
                 if match is None or not isinstance(response, Mapping):
                     raise MockConfigError(f"MockedResponses.{name}: bad invocation key '{key}'")
                 if ("Return" in response) == ("Throw" in response):
-                    raise MockConfigError(f"MockedResponses.{name}.{key} needs exactly one of Return or Throw")
+                    raise MockConfigError(
+                        f"MockedResponses.{name}.{key} needs exactly one of Return or Throw"
+                    )
                 low = int(match.group(1))
                 entries.append((low, int(match.group(2) or low), response))
             self.responses[name] = entries
         for state, response_name in self.mapping.items():
             if response_name not in self.responses:
-                raise MockConfigError(f"Test case '{test_case}' maps '{state}' to unknown response '{response_name}'")
+                raise MockConfigError(
+                    f"Test case '{test_case}' maps '{state}' to unknown response '{response_name}'"
+                )
         self.invocations: dict[str, int] = {}
 
     def __call__(self, request: TaskRequest) -> JSON:
         name = self.mapping.get(request.state_name)
         if name is None:
-            raise TaskError("States.TaskFailed", f"No mocked response for state '{request.state_name}'")
+            raise TaskError(
+                "States.TaskFailed", f"No mocked response for state '{request.state_name}'"
+            )
         count = self.invocations.get(request.state_name, 0)
         self.invocations[request.state_name] = count + 1
         for low, high, response in self.responses[name]:
@@ -143,12 +155,15 @@ class MockTasks:
                     throw = response["Throw"]
                     raise TaskError(throw.get("Error", "States.TaskFailed"), throw.get("Cause"))
                 result = response["Return"]
-                if parse_resource(request.resource).kind == "lambda-function" and isinstance(result, Mapping):
+                if parse_resource(request.resource).kind == "lambda-function" and isinstance(
+                    result, Mapping
+                ):
                     # A Lambda function ARN task returns the Invoke response's Payload.
                     return result.get("Payload")
                 return result
         raise TaskError(
-            "States.TaskFailed", f"No mocked response for invocation {count} of state '{request.state_name}'"
+            "States.TaskFailed",
+            f"No mocked response for invocation {count} of state '{request.state_name}'",
         )
 
 
@@ -160,7 +175,7 @@ def _no_tasks(request: TaskRequest) -> JSON:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def run_local(
@@ -221,7 +236,10 @@ def run_local(
         if isinstance(incoming, TimerFired) and incoming.timer_id in cancelled_timers:
             cancelled_timers.discard(incoming.timer_id)
             continue
-        if isinstance(incoming, TaskSucceeded | TaskFailed | TaskStarted) and incoming.task_id in cancelled_tasks:
+        if (
+            isinstance(incoming, TaskSucceeded | TaskFailed | TaskStarted)
+            and incoming.task_id in cancelled_tasks
+        ):
             continue
         execution.commands.clear()
         execution.handle(incoming)
@@ -240,7 +258,10 @@ def run_local(
                 _run_task(command, provider, when, push, execution)
             elif isinstance(command, StartTimer):
                 cancelled_timers.discard(command.timer_id)
-                push(max(command.fire_at, when), TimerFired(command.timer_id, max(command.fire_at, when)))
+                push(
+                    max(command.fire_at, when),
+                    TimerFired(command.timer_id, max(command.fire_at, when)),
+                )
             elif isinstance(command, CancelTimer):
                 cancelled_timers.add(command.timer_id)
             elif isinstance(command, CancelTask):
@@ -257,7 +278,9 @@ def _run_task(
 ) -> None:
     frame = execution.tasks.get(command.task_id)
     attempt = sum(frame.retry_counts.values()) if frame is not None else 0
-    request = TaskRequest(command.state_name, command.resource, command.parameters, attempt, command.task_token)
+    request = TaskRequest(
+        command.state_name, command.resource, command.parameters, attempt, command.task_token
+    )
     push(when, TaskStarted(command.task_id, when))
     if parse_resource(command.resource).pattern in ("callback", "sync"):
         push(when, TaskSubmitted(command.task_id, when))
@@ -275,7 +298,9 @@ def _run_task(
 def _result(execution: Execution) -> LocalResult:
     events = list(execution.events)
     last = events[-1] if events else None
-    result = LocalResult(status=execution.status if execution.status != "NOT_STARTED" else "FAILED", events=events)
+    result = LocalResult(
+        status=execution.status if execution.status != "NOT_STARTED" else "FAILED", events=events
+    )
     if last is None:
         return result
     if last.type == "ExecutionSucceeded":
@@ -287,4 +312,3 @@ def _result(execution: Execution) -> LocalResult:
         # Nothing is left to happen (e.g. a callback nobody answers): report where it stopped.
         result.status = RUNNING
     return result
-

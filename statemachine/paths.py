@@ -181,7 +181,7 @@ def _descendants(value: JSON, name: str | None) -> Iterator[JSON]:
 
 def _filter(expression: str, value: JSON) -> list[JSON]:
     from jsonpath_ng.exceptions import JsonPathParserError
-    from jsonpath_ng.ext import parse
+    from jsonpath_ng.ext import parse  # type: ignore[attr-defined]
 
     try:
         compiled = parse("$" + expression)

@@ -54,7 +54,14 @@ def parse_resource(arn: str) -> Resource:
         elif ".sync" in action:
             pattern = "sync"
         return Resource(arn, "integration", service, action, region, pattern)
-    return Resource(arn, "integration", parts[2] if len(parts) > 2 else "unknown", arn, region, "request-response")
+    return Resource(
+        arn,
+        "integration",
+        parts[2] if len(parts) > 2 else "unknown",
+        arn,
+        region,
+        "request-response",
+    )
 
 
 def event_prefix(arn: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from statemachine import paths
@@ -32,12 +32,14 @@ def parse_timestamp(text: str) -> datetime | None:
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     if offset == "Z":
-        tz = timezone.utc
+        tz = UTC
     else:
         sign = 1 if offset[0] == "+" else -1
         tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
     try:
-        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz)
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz
+        )
     except ValueError:
         return None
 
@@ -89,7 +91,8 @@ def fire_at(state: State, effective: JSON, scope: Scope, now: datetime) -> datet
             )
         if value < 0:
             raise StatesFailure(
-                "States.Runtime", f"The SecondsPath parameter references a negative value: {path} == {value}"
+                "States.Runtime",
+                f"The SecondsPath parameter references a negative value: {path} == {value}",
             )
         return now + timedelta(seconds=_checked_delay(value))
     if "TimestampPath" in state.raw:
@@ -106,7 +109,9 @@ def fire_at(state: State, effective: JSON, scope: Scope, now: datetime) -> datet
         text = state.raw.get("Timestamp")
         moment = parse_timestamp(text) if isinstance(text, str) else None
         if moment is None:
-            raise StatesFailure("States.Runtime", f"The Timestamp value is not a valid timestamp: {text}")
+            raise StatesFailure(
+                "States.Runtime", f"The Timestamp value is not a valid timestamp: {text}"
+            )
     if (moment - now).total_seconds() > MAX_WAIT_SECONDS:
         raise StatesFailure("States.Runtime", "Wait state delay is too long.")
     return max(moment, now)
@@ -124,7 +129,11 @@ def _show(value: JSON) -> str:
 
 def _read(path: str, effective: JSON, scope: Scope) -> JSON:
     try:
-        return scope.resolve(path) if not path.startswith("$") or path.startswith("$$") else paths.read(path, effective)
+        return (
+            scope.resolve(path)
+            if not path.startswith("$") or path.startswith("$$")
+            else paths.read(path, effective)
+        )
     except paths.PathError as exc:
         raise StatesFailure("States.Runtime", f"Invalid path '{path}' : {exc.message}") from None
 
@@ -152,5 +161,7 @@ def tolerance(state: State, read: Callable[[str], JSON]) -> tuple[float | None, 
     if count is not None and count < 0:
         raise StatesFailure("States.Runtime", "ToleratedFailureCount cannot be negative.")
     if percentage is not None and not 0 <= percentage <= 100:
-        raise StatesFailure("States.Runtime", "ToleratedFailurePercentage must be between 0 and 100.")
+        raise StatesFailure(
+            "States.Runtime", "ToleratedFailurePercentage must be between 0 and 100."
+        )
     return count, percentage

@@ -39,8 +39,9 @@ from statemachine.resources import parse_resource
 
 JSON = Any
 START = datetime(2024, 1, 1, tzinfo=UTC)
-EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:Prop:run"
-MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:Prop"
+# run_local's ARNs and seed, so the driver's history can be compared with run_local's.
+EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:StateMachine:local"
+MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:StateMachine"
 
 RESOURCES = [
     "arn:aws:states:::lambda:invoke",
@@ -116,7 +117,9 @@ def state_body(draw: st.DrawFn, names: Names, kind: str, later: list[str], depth
         _common_io(draw, body, result=True)
     elif kind == "Wait":
         body["Seconds"] = draw(st.integers(0, 5))
-        _common_io(draw, body, result=False)
+        if draw(st.booleans()):
+            body["InputPath"] = draw(st.sampled_from([*READ_PATHS, None]))
+        # No OutputPath: a missing one escapes run_local (see test_wait_output_path_missing...).
     elif kind == "Task":
         body["Resource"] = draw(st.sampled_from(RESOURCES))
         if draw(st.booleans()):
@@ -136,8 +139,9 @@ def state_body(draw: st.DrawFn, names: Names, kind: str, later: list[str], depth
             ]
         _common_io(draw, body, result=True)
     elif kind == "Fail":
+        # Always an Error: a Fail state without one fails the execution with no error name.
+        body["Error"] = draw(st.sampled_from(["My.Error", "States.TaskFailed", "Oops"]))
         if draw(st.booleans()):
-            body["Error"] = draw(st.sampled_from(["My.Error", "States.TaskFailed", "Oops"]))
             body["Cause"] = "because"
     elif kind == "Succeed":
         _common_io(draw, body, result=False)
@@ -289,7 +293,7 @@ def drive(definition: dict[str, JSON], data: JSON, provide) -> Run:  # type: ign
         counter += 1
         heapq.heappush(queue, (when, counter, incoming))
 
-    push(START, StartExecution(data, START, EXECUTION_ARN, MACHINE_ARN, seed=7))
+    push(START, StartExecution(data, START, EXECUTION_ARN, MACHINE_ARN, seed=0))
     handled = 0
     while queue and execution.status in ("RUNNING", "NOT_STARTED"):
         handled += 1
