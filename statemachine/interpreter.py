@@ -627,12 +627,16 @@ class Execution:
         return hashlib.sha256(material.encode()).hexdigest()
 
     def _scope(self, frame: Frame, data: JSON, extra: Mapping[str, JSON] | None = None) -> Scope:
-        context = self._context(frame)
-        if extra:
-            context.update(extra)
-        assert self.info is not None
-        rng = random.Random(self.info.seed * 1_000_003 + len(self.events))
-        return Scope(data, context, frame.variables, rng)
+        def context() -> dict[str, JSON]:
+            built = self._context(frame)
+            if extra:
+                built.update(extra)
+            return built
+
+        info = self.info
+        assert info is not None
+        seed = info.seed * 1_000_003 + len(self.events)
+        return Scope(data, context, frame.variables, lambda: random.Random(seed))
 
     def _enter(self, frame: Frame) -> None:
         state = frame.state

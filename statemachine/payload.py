@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from statemachine import intrinsics, paths
@@ -40,21 +40,39 @@ def resolve(path: str, data: JSON, context: JSON, variables: Mapping[str, JSON])
 
 
 class Scope:
-    """What a template or intrinsic can see: the input, the context object and the variables."""
+    """What a template or intrinsic can see: the input, the context object and the variables.
 
-    __slots__ = ("context", "data", "rng", "variables")
+    The context object and the random generator are built on first use: most templates
+    read neither, and building them is most of the cost of a Pass state.
+    """
+
+    __slots__ = ("_context", "_rng", "data", "variables")
 
     def __init__(
         self,
         data: JSON,
-        context: JSON,
+        context: JSON | Callable[[], JSON],
         variables: Mapping[str, JSON],
-        rng: random.Random,
+        rng: random.Random | Callable[[], random.Random],
     ) -> None:
         self.data = data
-        self.context = context
+        self._context = context
         self.variables = variables
-        self.rng = rng
+        self._rng = rng
+
+    @property
+    def context(self) -> JSON:
+        """The context object (``$$``)."""
+        if callable(self._context):
+            self._context = self._context()
+        return self._context
+
+    @property
+    def rng(self) -> random.Random:
+        """The injected random generator (States.UUID, States.MathRandom)."""
+        if not isinstance(self._rng, random.Random):
+            self._rng = self._rng()
+        return self._rng
 
     def resolve(self, path: str) -> JSON:
         """Resolve a path; missing paths raise paths.PathError."""
