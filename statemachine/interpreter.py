@@ -50,6 +50,7 @@ JSON = Any
 
 MAX_PAYLOAD_BYTES = 262_144  # AWS: state and task payloads are at most 256 KiB
 MAX_HISTORY_EVENTS = 25_000
+INLINE_MAP_CONCURRENCY = 40  # AWS runs at most 40 inline Map iterations at once, even with 0
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
     "RUNNING",
     "SUCCEEDED",
@@ -64,6 +65,15 @@ RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
 _UNCATCHABLE = frozenset({"States.Runtime"})
 
 
+class _HistoryFull(Exception):
+    """The next event would leave no room for the closing ExecutionFailed."""
+
+
+_CLOSING = frozenset(
+    {"ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"}
+)
+
+
 class Frame:
     """One running machine: the execution itself, a Parallel branch or a Map iteration."""
 
@@ -75,6 +85,7 @@ class Frame:
         "entered_id",
         "entered_time",
         "error",
+        "finished",
         "index",
         "items",
         "last_id",
@@ -134,6 +145,7 @@ class Frame:
         self.timer_id = ""
         self.started_id = 0
         self.children: dict[int, Frame] = {}
+        self.finished: dict[int, None] = {}  # children done but not yet reported, in order
         self.items: list[JSON] | None = None
         self.map_length = 0
         self.map_next = 0
@@ -187,8 +199,9 @@ def runtime_cause(frame: Frame, detail: str) -> str:
 class Execution:
     """The folded state of one execution plus the handlers that extend its history."""
 
-    def __init__(self, definition: StateMachine) -> None:
+    def __init__(self, definition: StateMachine, max_events: int = MAX_HISTORY_EVENTS) -> None:
         self.definition = definition
+        self.max_events = max_events
         self.events: list[Event] = []
         self.new_events: list[Event] = []
         self.commands: list[Command] = []
@@ -225,6 +238,8 @@ class Execution:
         previous: int | None = None,
         child: str | None = None,
     ) -> Event:
+        if len(self.events) >= self.max_events - 1 and event_type not in _CLOSING:
+            raise _HistoryFull
         if previous is None:
             previous = frame.last_id if frame is not None else len(self.events)
         if (
@@ -339,6 +354,8 @@ class Execution:
             if nxt is None:
                 frame.phase = "done"
                 frame.output = event.details["output"]
+                if frame.parent is not None:
+                    frame.parent.finished[frame.index] = None
                 self._mark(frame.parent if frame.parent is not None else frame)
             else:
                 frame.phase = "enter"
@@ -382,6 +399,7 @@ class Execution:
             frame.phase = "children"
             frame.started_id = event.id
             frame.children = {}
+            frame.finished = {}
             if kind == "ParallelStateStarted":
                 for index, machine in enumerate(frame.state.machines):
                     scope = f"{event.id}.{index}"
@@ -416,6 +434,7 @@ class Execution:
         if kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
             index = event.details["index"]
             ended = frame.children.pop(index, None)
+            frame.finished.pop(index, None)
             if kind == "MapIterationAborted" and ended is not None:
                 self._abort_frame(ended)
             if kind == "MapIterationSucceeded":
@@ -484,6 +503,19 @@ class Execution:
     def handle(self, incoming: Incoming) -> None:
         """Let one incoming event act on the folded state, then run until everything waits."""
         self.now = incoming.timestamp
+        try:
+            self._handle(incoming)
+        except _HistoryFull:
+            # AWS: event #25,000 is ExecutionFailed with this cause (Standard workflow quotas).
+            self._close(
+                "ExecutionFailed",
+                {
+                    "error": "States.Runtime",
+                    "cause": f"The execution reached the maximum number of history events ({self.max_events}).",
+                },
+            )
+
+    def _handle(self, incoming: Incoming) -> None:
         if isinstance(incoming, StartExecution):
             if self.status != "NOT_STARTED":
                 raise HistoryError("the execution has already started")
@@ -1149,19 +1181,19 @@ class Execution:
                 self._emit(frame, "ParallelStateSucceeded", previous=len(self.events))
             return
         # Map: report finished iterations, then start new ones as concurrency allows.
-        for index in sorted(frame.children):
-            child = frame.children[index]
-            if child.phase == "done":
-                self._emit(
-                    frame,
-                    "MapIterationSucceeded",
-                    {"index": index, "name": state.name},
-                    previous=len(self.events),
-                )
+        for index in list(frame.finished):
+            self._emit(
+                frame,
+                "MapIterationSucceeded",
+                {"index": index, "name": state.name},
+                previous=len(self.events),
+            )
         if frame.phase != "children":
             return
         items = self._map_items(frame)
-        limit = frame.max_concurrency or len(items)
+        limit = frame.max_concurrency or (
+            len(items) if _distributed(state) else INLINE_MAP_CONCURRENCY
+        )
         while frame.map_next < frame.map_length and len(frame.children) < limit:
             index = frame.map_next
             try:
@@ -1214,9 +1246,14 @@ def _matches(error_equals: Sequence[str], error: str) -> bool:
     return False
 
 
-def replay(definition: StateMachine | Mapping[str, JSON], history: Sequence[Event]) -> Execution:
+def replay(
+    definition: StateMachine | Mapping[str, JSON],
+    history: Sequence[Event],
+    max_events: int = MAX_HISTORY_EVENTS,
+) -> Execution:
     """Fold a history into an Execution (the state at its last event)."""
-    execution = Execution(definition if isinstance(definition, StateMachine) else parse(definition))
+    machine = definition if isinstance(definition, StateMachine) else parse(definition)
+    execution = Execution(machine, max_events)
     execution.fold(history)
     return execution
 

@@ -210,7 +210,7 @@ def run_local(
     provider = tasks or _no_tasks
     start = clock()
     sm_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{state_machine_name}"
-    execution = Execution(machine)
+    execution = Execution(machine, max_events)
     queue: list[tuple[datetime, int, Incoming]] = []
     cancelled_timers: set[str] = set()
     cancelled_tasks: set[int] = set()
@@ -243,16 +243,6 @@ def run_local(
             continue
         execution.commands.clear()
         execution.handle(incoming)
-        if len(execution.events) >= max_events and execution.status == RUNNING:
-            execution.now = when
-            execution._close(
-                "ExecutionFailed",
-                {
-                    "error": "States.Runtime",
-                    "cause": f"The execution reached the maximum number of history events ({max_events}).",
-                },
-            )
-            break
         for command in list(execution.commands):
             if isinstance(command, ScheduleTask):
                 _run_task(command, provider, when, push, execution)

@@ -26,10 +26,15 @@ def dumps(value: JSON) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def resolve(path: str, data: JSON, context: JSON, variables: Mapping[str, JSON]) -> JSON:
-    """Evaluate a path against the state input, the context object (``$$``) or a variable."""
+def resolve(
+    path: str, data: JSON, context: JSON | Callable[[], JSON], variables: Mapping[str, JSON]
+) -> JSON:
+    """Evaluate a path against the state input, the context object (``$$``) or a variable.
+
+    ``context`` may be a function building the context object, called only for ``$$`` paths.
+    """
     if path.startswith("$$"):
-        return paths.read("$" + path[2:], context)
+        return paths.read("$" + path[2:], context() if callable(context) else context)
     match = _VARIABLE.match(path)
     if match:
         name = match.group(1)
@@ -76,7 +81,9 @@ class Scope:
 
     def resolve(self, path: str) -> JSON:
         """Resolve a path; missing paths raise paths.PathError."""
-        return resolve(path, self.data, self.context, self.variables)
+        if path.startswith("$$"):
+            return paths.read("$" + path[2:], self.context)
+        return resolve(path, self.data, None, self.variables)
 
     def input_text(self, path: str) -> str:
         """The JSON text AWS quotes as 'the input' in a failed-path message."""
