@@ -137,7 +137,7 @@ def parse(document: JSON) -> StateMachine:
     return machine
 
 
-def _machine(doc: JSON, at: str) -> StateMachine:
+def _machine(doc: JSON, at: str, inherited: str = "JSONPath") -> StateMachine:
     if not isinstance(doc, dict):
         raise DefinitionError("A state machine must be a JSON object", at or "/")
     start_at = doc.get("StartAt")
@@ -146,7 +146,7 @@ def _machine(doc: JSON, at: str) -> StateMachine:
     states_doc = doc.get("States")
     if not isinstance(states_doc, dict) or not states_doc:
         raise DefinitionError("States is required and must be a non-empty object", f"{at}/States")
-    language = doc.get("QueryLanguage", "JSONPath")
+    language = doc.get("QueryLanguage", inherited)
     if language not in ("JSONPath", "JSONata"):
         raise DefinitionError("QueryLanguage must be JSONPath or JSONata", f"{at}/QueryLanguage")
     states = {
@@ -211,6 +211,12 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
     if kind not in STATE_TYPES:
         raise DefinitionError(f"Type must be one of {', '.join(STATE_TYPES)}", f"{at}/Type")
     language = body.get("QueryLanguage", language)
+    if language == "JSONata":
+        # Refuse rather than run JSONata expressions with JSONPath semantics.
+        raise DefinitionError(
+            "QueryLanguage JSONata is not supported yet; this engine runs JSONPath states",
+            f"{at}/QueryLanguage" if "QueryLanguage" in body else at,
+        )
     nxt = body.get("Next")
     end = body.get("End", False) is True
     if kind in ("Choice", "Succeed", "Fail"):
@@ -233,12 +239,14 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
         branches = body.get("Branches")
         if not isinstance(branches, list) or not branches:
             raise DefinitionError("Branches must be a non-empty array", f"{at}/Branches")
-        machines = tuple(_machine(b, f"{at}/Branches/{i}") for i, b in enumerate(branches))
+        machines = tuple(
+            _machine(b, f"{at}/Branches/{i}", language) for i, b in enumerate(branches)
+        )
     elif kind == "Map":
         key = "ItemProcessor" if "ItemProcessor" in body else "Iterator"
         if key not in body:
             raise DefinitionError("A Map state needs an ItemProcessor", at)
-        machines = (_machine(body[key], f"{at}/{key}"),)
+        machines = (_machine(body[key], f"{at}/{key}", language),)
     elif kind == "Task" and not isinstance(body.get("Resource"), str):
         raise DefinitionError("Resource is required and must be a string", f"{at}/Resource")
     parameters_key = "ItemSelector" if kind == "Map" and "ItemSelector" in body else "Parameters"

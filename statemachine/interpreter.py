@@ -410,7 +410,7 @@ class Execution:
                 frame.map_results = {}
                 frame.map_done = 0
             else:
-                frame.map_length = event.details["length"]
+                frame.map_length = meta.get("iterations", event.details["length"])
                 frame.map_next = 0
                 frame.map_done = 0
                 frame.map_failed = 0
@@ -1145,12 +1145,15 @@ class Execution:
             # AWS reports a bad concurrency or tolerance after MapStateStarted.
             self._emit(frame, "MapStateStarted", {"length": len(items)}, {"broken": True})
             raise
-        frame.items = items
+        frame.items = (
+            self._batches(frame, items, effective) if "ItemBatcher" in state.raw else items
+        )
         self._emit(
             frame,
             "MapStateStarted",
             {"length": len(items)},
             {
+                "iterations": len(frame.items),
                 "max_concurrency": concurrency,
                 "tolerated_count": tolerated_count,
                 "tolerated_percentage": tolerated_percentage,
@@ -1165,14 +1168,38 @@ class Execution:
             self._emit(frame, "MapRunStarted", {"mapRunArn": run_arn})
 
     def _map_items(self, frame: Frame) -> list[JSON]:
+        """The items (or ItemBatcher batches) the Map iterates, derived from its input."""
         if frame.items is None:
             state = frame.state
             effective = self._effective_input(frame)
             items_path = state.get("ItemsPath", "$")
-            frame.items = (
-                self._read(frame, items_path, effective) if items_path != "$" else effective
-            )
+            items = self._read(frame, items_path, effective) if items_path != "$" else effective
+            if "ItemBatcher" in state.raw:
+                items = self._batches(frame, items, effective)
+            frame.items = items
         return frame.items or []
+
+    def _batches(self, frame: Frame, items: list[JSON], effective: JSON) -> list[JSON]:
+        """Group items for a distributed Map's ItemBatcher: each batch is a list of (index, item)."""
+        batcher = frame.state.get("ItemBatcher")
+        read = lambda path: self._read(frame, path, effective)  # noqa: E731
+        max_items, max_bytes = waits.batch_limits(batcher, read)
+        batches: list[JSON] = []
+        current: list[tuple[int, JSON]] = []
+        size = 2  # the brackets of the Items array
+        for index, item in enumerate(items):
+            item_size = len(dumps(item).encode()) + 1 if max_bytes else 0
+            full = (max_items and len(current) >= max_items) or (
+                max_bytes and current and size + item_size > max_bytes
+            )
+            if full:
+                batches.append(current)
+                current, size = [], 2
+            current.append((index, item))
+            size += item_size
+        if current:
+            batches.append(current)
+        return batches
 
     def _children_progress(self, frame: Frame) -> None:
         state = frame.state
@@ -1214,6 +1241,18 @@ class Execution:
             self._emit(frame, "MapStateSucceeded", previous=len(self.events))
 
     def _item_input(self, frame: Frame, index: int, item: JSON) -> JSON:
+        batcher = frame.state.get("ItemBatcher")
+        if batcher is not None:
+            # A batch: {"BatchInput": ..., "Items": [each item after ItemSelector]}.
+            effective = self._effective_input(frame)
+            batch: dict[str, JSON] = {}
+            if "BatchInput" in batcher:
+                batch["BatchInput"] = self._template(frame, batcher["BatchInput"], effective)
+            batch["Items"] = [self._selected_item(frame, i, value) for i, value in item]
+            return batch
+        return self._selected_item(frame, index, item)
+
+    def _selected_item(self, frame: Frame, index: int, item: JSON) -> JSON:
         if not frame.state.has_parameters:
             return item
         extra = {"Map": {"Item": {"Index": index, "Value": item}}}

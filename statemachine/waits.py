@@ -60,6 +60,26 @@ def max_concurrency(state: State, read: Callable[[str], JSON]) -> int:
     return value  # type: ignore[no-any-return]
 
 
+def batch_limits(batcher: JSON, read: Callable[[str], JSON]) -> tuple[int, int]:
+    """ItemBatcher's MaxItemsPerBatch and MaxInputBytesPerBatch (0: no limit)."""
+    if not isinstance(batcher, dict):
+        raise StatesFailure("States.Runtime", "ItemBatcher must be an object")
+    limits = []
+    for key in ("MaxItemsPerBatch", "MaxInputBytesPerBatch"):
+        value: JSON = batcher.get(key, 0)
+        if f"{key}Path" in batcher:
+            value = _numeric_string(read(batcher[f"{key}Path"]), int)
+        if not _is_int(value) or value < 0:
+            raise StatesFailure(
+                "States.Runtime",
+                f"The {key} field must be a non-negative integer, got {_show(value)}",
+            )
+        limits.append(value)
+    if limits[1] > 262_144:
+        raise StatesFailure("States.Runtime", "MaxInputBytesPerBatch cannot exceed 262144 bytes")
+    return limits[0], limits[1]
+
+
 def _numeric_string(value: JSON, kind: Callable[[str], JSON]) -> JSON:
     """AWS accepts a number written as a string in the *Path forms (corpus: assign, map cases)."""
     if isinstance(value, str):
