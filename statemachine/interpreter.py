@@ -299,9 +299,8 @@ class Execution:
                 redrive_count=meta.get("redrive_count", 0),
             )
             self.status = RUNNING
-            self.root = self._new_frame(
-                None, self.definition, "", 0, event.details["input"], event.id
-            )
+            # AWS numbers the first StateEntered's previousEventId 0, not 1.
+            self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], 0)
             return
         if kind in (
             "ExecutionSucceeded",
