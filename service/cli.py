@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from statemachine import DefinitionError, MockConfigError, loads, run_local
+from statemachine import (
+    DefinitionError,
+    InvalidExecutionInput,
+    MockConfigError,
+    loads,
+    run_local,
+)
+from statemachine.payload import parse_json
 
 EXIT_SUCCEEDED, EXIT_NOT_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 
@@ -33,7 +40,7 @@ def _read_file(path: str, what: str) -> bytes:
 
 def _parse_json(text: str | bytes, what: str) -> Any:
     try:
-        return json.loads(text)
+        return parse_json(text)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} is not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -42,6 +49,8 @@ def _parse_json(text: str | bytes, what: str) -> Any:
         ) from None
     except RecursionError:
         raise UsageError(f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
 def _input_value(option: str | None) -> Any:
@@ -136,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code: int = args.handler(args)
-    except (UsageError, MockConfigError) as exc:
+    except (UsageError, MockConfigError, InvalidExecutionInput) as exc:
         print(f"statewright: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DefinitionError as exc:

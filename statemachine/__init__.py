@@ -7,7 +7,13 @@ through the incoming events and the injected providers, so replay is determinist
 from __future__ import annotations
 
 from statemachine.definition import State, StateMachine, loads, parse
-from statemachine.errors import DefinitionError, HistoryError, StateMachineError, StatesFailure
+from statemachine.errors import (
+    DefinitionError,
+    HistoryError,
+    InvalidExecutionInput,
+    StateMachineError,
+    StatesFailure,
+)
 from statemachine.events import Command, Decision, Event, Incoming
 from statemachine.interpreter import Execution, decide, replay
 from statemachine.local import (
@@ -26,6 +32,7 @@ __all__ = [
     "Event",
     "Execution",
     "HistoryError",
+    "InvalidExecutionInput",
     "Incoming",
     "LocalResult",
     "MockConfigError",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statemachine.errors import DefinitionError
+from statemachine.payload import parse_json
 
 JSON = Any
 
@@ -112,11 +113,13 @@ def loads(text: str | bytes) -> StateMachine:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_DEFINITION_BYTES:
         raise DefinitionError(f"The definition is larger than {MAX_DEFINITION_BYTES} bytes")
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except json.JSONDecodeError as exc:
         raise DefinitionError(
             f"The definition is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError as exc:
+        raise DefinitionError(f"The definition is not valid JSON: {exc}") from None
     except RecursionError:
         raise DefinitionError("The definition is nested too deeply") from None
     return parse(document)

@@ -21,6 +21,10 @@ class DefinitionError(StateMachineError):
         self.location = location
 
 
+class InvalidExecutionInput(StateMachineError):
+    """The execution input cannot be accepted (too large, or not representable as JSON)."""
+
+
 class HistoryError(StateMachineError):
     """The history does not fit the definition (a bug, like Temporal's nondeterminism error)."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from statemachine import choice, paths, resources, waits
 from statemachine.definition import Catcher, State, StateMachine, parse
-from statemachine.errors import HistoryError, StatesFailure
+from statemachine.errors import HistoryError, InvalidExecutionInput, StatesFailure
 from statemachine.events import (
     CancelTask,
     CancelTimer,
@@ -44,7 +44,7 @@ from statemachine.events import (
     TaskSucceeded,
     TimerFired,
 )
-from statemachine.payload import Scope, dumps, evaluate_template, resolve
+from statemachine.payload import Scope, dumps, evaluate_template, payload_size, resolve
 
 JSON = Any
 
@@ -82,6 +82,7 @@ class Frame:
         "cause",
         "child",
         "children",
+        "decision",
         "entered_id",
         "entered_time",
         "error",
@@ -145,6 +146,7 @@ class Frame:
         self.timer_id = ""
         self.started_id = 0
         self.children: dict[int, Frame] = {}
+        self.decision: dict[str, JSON] = {}  # how a failing Map ends (retry/catch/fail)
         self.finished: dict[int, None] = {}  # children done but not yet reported, in order
         self.items: list[JSON] | None = None
         self.map_length = 0
@@ -362,6 +364,8 @@ class Execution:
                 frame.raw_input = event.details["output"]
                 self._mark(frame)
             return
+        if frame.timer_id.startswith("retry:") and self.timers.get(frame.timer_id) is frame:
+            del self.timers[frame.timer_id]  # the retry's first event: its timer has fired
         if kind in ("TaskScheduled", "LambdaFunctionScheduled", "ActivityScheduled"):
             frame.phase = "task"
             frame.task_id = event.id
@@ -441,11 +445,17 @@ class Execution:
             else:
                 frame.map_failed += 1
             frame.map_done += 1
+            if ended is not None:
+                ended.aborted = True  # retired: its events are all in; it never runs again
             if "state" in meta:
                 for other in frame.children.values():
                     self._abort_frame(other)
                 frame.children = {}
                 self._apply_failure(frame, meta["state"])
+            elif "fatal" in meta:
+                frame.phase = "map-failing"
+                frame.decision = meta["fatal"]
+                self._mark(frame)
             else:
                 self._mark(frame)
             return
@@ -545,6 +555,15 @@ class Execution:
         self._run()
 
     def _start(self, start: StartExecution) -> None:
+        # Checked before anything is recorded: AWS rejects such input at StartExecution.
+        try:
+            size = payload_size(start.input)
+        except StatesFailure as failure:
+            raise InvalidExecutionInput(failure.cause or "") from None
+        if size > MAX_PAYLOAD_BYTES:
+            raise InvalidExecutionInput(
+                f"The execution input is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (256 KiB)"
+            )
         details = {
             "input": start.input,
             "roleArn": start.role_arn,
@@ -563,14 +582,6 @@ class Execution:
                     "execution-timeout",
                     self.now + timedelta(seconds=self.definition.timeout_seconds),
                 )
-            )
-        if len(dumps(start.input).encode()) > MAX_PAYLOAD_BYTES:
-            self._close(
-                "ExecutionFailed",
-                {
-                    "error": "States.DataLimitExceeded",
-                    "cause": "The execution input exceeds the maximum size.",
-                },
             )
 
     def _close(self, event_type: str, details: Mapping[str, JSON]) -> None:
@@ -598,9 +609,12 @@ class Execution:
         if frame is None:
             return
         if frame.phase == "wait":
-            self._exit_state(frame, self._output(frame, frame.raw_input, None))
+            try:
+                self._exit_state(frame, self._output(frame, frame.raw_input, None), assign_data=self._effective_input(frame))
+            except StatesFailure as failure:
+                self._state_failed(frame, failure.error, failure.cause)
         elif frame.phase == "retry":
-            del self.timers[timer_id]
+            # The timer leaves self.timers when the retried attempt's first event is applied.
             frame.phase = "active"
             self._execute(frame)
 
@@ -616,6 +630,13 @@ class Execution:
 
     def _step(self, frame: Frame) -> None:
         phase = frame.phase
+        try:
+            self._step_phase(frame, phase)
+        except StatesFailure as failure:
+            # A failure while catching (the catcher's ResultPath or Assign) is not caught again.
+            self._state_failed(frame, failure.error, failure.cause, from_fail_state=phase == "caught")
+
+    def _step_phase(self, frame: Frame, phase: str) -> None:
         if phase == "enter":
             self._enter(frame)
         elif phase == "active":
@@ -630,6 +651,8 @@ class Execution:
             self._frame_done(frame)
         elif phase == "children":
             self._children_progress(frame)
+        elif phase == "map-failing":
+            self._map_failing(frame)
 
     def _context(self, frame: Frame) -> dict[str, JSON]:
         info = self.info
@@ -729,6 +752,10 @@ class Execution:
                 self._emit(frame, "ParallelStateStarted", meta={"input": branch_input})
             elif state.type == "Map":
                 self._start_map(frame)
+            elif state.type == "Wait":
+                # Entered without a timer: its delay failed; evaluating it again fails the same way.
+                waits.fire_at(state, self._effective_input(frame), self._scope(frame, None), self.now)
+                raise HistoryError(f"Wait state '{state.name}' was entered without a timer")
         except StatesFailure as failure:
             self._state_failed(frame, failure.error, failure.cause)
 
@@ -800,7 +827,7 @@ class Execution:
         details: dict[str, JSON] = {"name": frame.state.name, "output": output}
         if frame.state.assign is not None:
             details["assignedVariables"] = self._template(frame, frame.state.assign, assign_data)
-        if self.info is not None and len(dumps(output).encode()) > MAX_PAYLOAD_BYTES:
+        if self.info is not None and payload_size(output) > MAX_PAYLOAD_BYTES:
             raise StatesFailure(
                 "States.DataLimitExceeded",
                 f"The state/task '{frame.state.name}' returned a result with a size exceeding "
@@ -924,7 +951,13 @@ class Execution:
         elif isinstance(incoming, TaskSucceeded):
             self._cancel_task_timers(frame)
             output = incoming.output
-            if len(dumps(output).encode()) > MAX_PAYLOAD_BYTES:
+            try:
+                size = payload_size(output)
+            except StatesFailure as failure:
+                failed = self._task_event_type(frame, "Failed")
+                self._task_failed(frame, failed, failure.error, failure.cause)
+                return
+            if size > MAX_PAYLOAD_BYTES:
                 self._task_failed(
                     frame,
                     self._task_event_type(frame, "Failed"),
@@ -1046,7 +1079,6 @@ class Execution:
         if parent is None:
             self._close("ExecutionFailed", {"error": error, "cause": cause})
             return
-        frame.phase = "failed-reported"
         if parent.state.type == "Parallel":
             meta = self._failure_decision(parent, error, cause)
             self._emit(parent, "ParallelStateFailed", meta=meta, previous=len(self.events))
@@ -1084,26 +1116,19 @@ class Execution:
             error = "States.ExceedToleratedFailureThreshold"
             cause = "The specified tolerated failure threshold was exceeded"
         decision = self._failure_decision(frame, error, cause)
+        # The decision goes into MapIterationFailed's meta, so that a fold stopping right
+        # after it knows the Map is failing. AWS shows a Map retry as a new MapStateStarted,
+        # with no MapStateFailed before it.
+        key = "state" if "retry" in decision else "fatal"
+        meta = {"error": error, "cause": cause, key: decision}
+        self._emit(frame, "MapIterationFailed", details, meta, previous=previous)
         if "retry" in decision:
-            # AWS shows a Map retry as a new MapStateStarted, with no MapStateFailed before it.
-            self._emit(
-                frame,
-                "MapIterationFailed",
-                details,
-                {"error": error, "cause": cause, "state": decision},
-                previous=previous,
-            )
             self.commands.append(
                 StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"]))
             )
-            return
-        self._emit(
-            frame,
-            "MapIterationFailed",
-            details,
-            {"error": error, "cause": cause},
-            previous=previous,
-        )
+
+    def _map_failing(self, frame: Frame) -> None:
+        """Finish failing a Map: abort the running iterations, then MapStateFailed."""
         for other in sorted(frame.children):
             self._emit(
                 frame,
@@ -1111,15 +1136,12 @@ class Execution:
                 {"index": other, "name": frame.state.name},
                 previous=len(self.events),
             )
+        decision = frame.decision
         if _distributed(frame.state):
-            self._emit(
-                frame, "MapRunFailed", {"error": error, "cause": cause}, previous=len(self.events)
-            )
+            details = {"error": decision.get("error"), "cause": decision.get("cause")}
+            details = {k: v for k, v in details.items() if v is not None}
+            self._emit(frame, "MapRunFailed", details, previous=len(self.events))
         self._emit(frame, "MapStateFailed", meta=decision, previous=len(self.events))
-        if "retry" in decision:
-            self.commands.append(
-                StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"]))
-            )
 
     # ------------------------------------------------------------------ Parallel and Map
 

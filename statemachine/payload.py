@@ -23,7 +23,28 @@ _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 def dumps(value: JSON) -> str:
     """Serialise like AWS's Jackson: compact, keys in insertion order, non-ASCII kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _reject_constant(name: str) -> JSON:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_json(text: str | bytes) -> JSON:
+    """Strict JSON: like json.loads, but NaN and Infinity are refused (they are not JSON)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def payload_size(value: JSON) -> int:
+    """Bytes of the value's JSON text (AWS's 256 KiB limits count these)."""
+    try:
+        return len(dumps(value).encode("utf-8", "surrogatepass"))
+    except RecursionError:
+        raise StatesFailure(
+            "States.Runtime", "The payload is nested too deeply to be represented as JSON"
+        ) from None
+    except ValueError as exc:  # NaN and Infinity are not JSON
+        raise StatesFailure("States.Runtime", f"The payload is not valid JSON: {exc}") from None
 
 
 def resolve(

@@ -16,10 +16,19 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT.parent / "shared" / "conformance" / "run.py"
 
 
-@pytest.mark.skipif(not RUNNER.exists(), reason="the conformance corpus is not beside this checkout")
+@pytest.mark.skipif(
+    not RUNNER.exists(), reason="the conformance corpus is not beside this checkout"
+)
 def test_conformance_floor() -> None:
     completed = subprocess.run(
-        [sys.executable, str(RUNNER), "--python", "statemachine.conformance:run_case", "--feature", "!JSONata"],
+        [
+            sys.executable,
+            str(RUNNER),
+            "--python",
+            "statemachine.conformance:run_case",
+            "--feature",
+            "!JSONata",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
