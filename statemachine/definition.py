@@ -72,6 +72,7 @@ class State:
     catch: tuple[Catcher, ...] = ()
     # Parallel branches, or the Map's ItemProcessor/Iterator as a one-element tuple.
     machines: tuple[StateMachine, ...] = ()
+    distributed: bool = False  # a Map whose ItemProcessor runs in DISTRIBUTED mode
 
     def get(self, key: str, default: JSON = None) -> JSON:
         """A type-specific field of the state, as written in the definition."""
@@ -271,7 +272,16 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
         retry=tuple(_retrier(r, f"{at}/Retry/{i}") for i, r in enumerate(body.get("Retry") or ())),
         catch=tuple(_catcher(c, f"{at}/Catch/{i}") for i, c in enumerate(body.get("Catch") or ())),
         machines=machines,
+        distributed=kind == "Map" and _mode(body) == "DISTRIBUTED",
     )
+
+
+def _mode(body: Mapping[str, JSON]) -> JSON:
+    processor = body.get("ItemProcessor")
+    if not isinstance(processor, dict):
+        return "INLINE"
+    config = processor.get("ProcessorConfig")
+    return config.get("Mode", "INLINE") if isinstance(config, dict) else "INLINE"
 
 
 def _error_equals(doc: Mapping[str, JSON], at: str) -> tuple[str, ...]:

@@ -17,13 +17,13 @@ import hashlib
 import heapq
 import random
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from statemachine import choice, paths, resources, waits
-from statemachine.definition import Catcher, State, StateMachine, parse
+from statemachine.definition import STATE_TYPES, Catcher, State, StateMachine, parse
 from statemachine.errors import HistoryError, InvalidExecutionInput, StatesFailure
 from statemachine.events import (
     CancelTask,
@@ -248,7 +248,7 @@ class Execution:
             child is None
             and frame is not None
             and event_type.startswith("MapIteration")
-            and _distributed(frame.state)
+            and frame.state.distributed
         ):
             child = f"{frame.started_id}.{details['index'] if details else 0}"
         event = Event(
@@ -289,33 +289,11 @@ class Execution:
 
     def _apply(self, event: Event) -> None:
         kind = event.type
-        meta = event.meta
         if kind == "ExecutionStarted":
-            self.info = ExecutionInfo(
-                execution_arn=meta["execution_arn"],
-                state_machine_arn=meta["state_machine_arn"],
-                role_arn=event.details.get("roleArn", ""),
-                start_time=event.timestamp,
-                input=event.details["input"],
-                seed=meta.get("seed", 0),
-                redrive_count=meta.get("redrive_count", 0),
-            )
-            self.status = RUNNING
-            # AWS numbers the first StateEntered's previousEventId 0, not 1.
-            self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], 0)
+            self._apply_started(event)
             return
-        if kind in (
-            "ExecutionSucceeded",
-            "ExecutionFailed",
-            "ExecutionTimedOut",
-            "ExecutionAborted",
-        ):
-            self.status = {
-                "ExecutionSucceeded": SUCCEEDED,
-                "ExecutionFailed": FAILED,
-                "ExecutionTimedOut": TIMED_OUT,
-                "ExecutionAborted": ABORTED,
-            }[kind]
+        if kind in _CLOSING:
+            self.status = _CLOSED_STATUS[kind]
             self.tasks.clear()
             self.timers.clear()
             self.runnable.clear()
@@ -326,155 +304,165 @@ class Execution:
                 f"event {event.id} ({kind}) belongs to unknown scope {event.scope!r}"
             )
         frame.last_id = event.id
-        if kind.endswith("StateEntered"):
-            state = frame.machine.states.get(event.details["name"])
-            if state is None:
-                raise HistoryError(
-                    f"event {event.id} enters unknown state {event.details['name']!r}"
-                )
-            frame.state = state
-            frame.raw_input = event.details["input"]
-            frame.entered_id = event.id
-            frame.entered_time = event.timestamp
-            frame.retry_counts = {}
+        timer_id = frame.timer_id
+        if timer_id and timer_id.startswith("retry:") and self.timers.get(timer_id) is frame:
+            del self.timers[timer_id]  # the retry's first event: its timer has fired
+        applier = _APPLIERS.get(kind)
+        if applier is not None:
+            applier(self, event, frame)
+        # Anything else (TaskStarted, TaskSubmitted, MapRun*, *Aborted ...) changes nothing.
+
+    def _apply_started(self, event: Event) -> None:
+        meta = event.meta
+        self.info = ExecutionInfo(
+            execution_arn=meta["execution_arn"],
+            state_machine_arn=meta["state_machine_arn"],
+            role_arn=event.details.get("roleArn", ""),
+            start_time=event.timestamp,
+            input=event.details["input"],
+            seed=meta.get("seed", 0),
+            redrive_count=meta.get("redrive_count", 0),
+        )
+        self.status = RUNNING
+        # AWS numbers the first StateEntered's previousEventId 0, not 1.
+        self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], 0)
+
+    def _apply_entered(self, event: Event, frame: Frame) -> None:
+        name = event.details["name"]
+        state = frame.machine.states.get(name)
+        if state is None:
+            raise HistoryError(f"event {event.id} enters unknown state {name!r}")
+        frame.state = state
+        frame.raw_input = event.details["input"]
+        frame.entered_id = event.id
+        frame.entered_time = event.timestamp
+        frame.retry_counts = {}
+        timer = event.meta.get("timer")
+        if timer is not None:
+            frame.phase = "wait"
+            frame.timer_id = timer
+            self.timers[timer] = frame
+        else:
             frame.phase = "active"
-            if "timer" in meta:
-                frame.phase = "wait"
-                frame.timer_id = meta["timer"]
-                self.timers[frame.timer_id] = frame
-            else:
-                self._mark(frame)
-            return
-        if kind.endswith("StateExited"):
-            if self.timers.get(frame.timer_id) is frame:
-                del self.timers[frame.timer_id]
-            assigned = event.details.get("assignedVariables")
-            if assigned:
-                frame.variables.update(assigned)
-            nxt = meta.get("next", frame.state.next)
-            if nxt is None:
-                frame.phase = "done"
-                frame.output = event.details["output"]
-                if frame.parent is not None:
-                    frame.parent.finished[frame.index] = None
-                self._mark(frame.parent if frame.parent is not None else frame)
-            else:
-                frame.phase = "enter"
-                frame.state = frame.machine.states[nxt]
-                frame.raw_input = event.details["output"]
-                self._mark(frame)
-            return
-        if frame.timer_id.startswith("retry:") and self.timers.get(frame.timer_id) is frame:
-            del self.timers[frame.timer_id]  # the retry's first event: its timer has fired
-        if kind in ("TaskScheduled", "LambdaFunctionScheduled", "ActivityScheduled"):
-            frame.phase = "task"
-            frame.task_id = event.id
-            self.tasks[event.id] = frame
-            return
-        if kind in ("TaskSucceeded", "LambdaFunctionSucceeded", "ActivitySucceeded"):
-            self.tasks.pop(frame.task_id, None)
-            frame.phase = "result"
-            frame.result = event.details.get("output")
             self._mark(frame)
-            return
-        if kind in (
-            "TaskFailed",
-            "TaskTimedOut",
-            "LambdaFunctionFailed",
-            "LambdaFunctionTimedOut",
-            "LambdaFunctionScheduleFailed",
-            "LambdaFunctionStartFailed",
-            "TaskStartFailed",
-            "TaskSubmitFailed",
-            "ActivityFailed",
-            "ActivityTimedOut",
-            "ParallelStateFailed",
-            "MapStateFailed",
-        ):
-            self.tasks.pop(frame.task_id, None)
-            if kind in ("ParallelStateFailed", "MapStateFailed"):
-                for child in frame.children.values():
-                    self._abort_frame(child)
-                frame.children = {}
-            self._apply_failure(frame, meta)
-            return
-        if kind in ("ParallelStateStarted", "MapStateStarted"):
-            frame.phase = "children"
-            frame.started_id = event.id
-            frame.children = {}
-            frame.finished = {}
-            if kind == "ParallelStateStarted":
-                for index, machine in enumerate(frame.state.machines):
-                    scope = f"{event.id}.{index}"
-                    frame.children[index] = self._new_frame(
-                        frame, machine, scope, index, meta["input"], event.id
-                    )
-                frame.map_length = len(frame.state.machines)
-                frame.map_results = {}
-                frame.map_done = 0
-            else:
-                frame.map_length = meta.get("iterations", event.details["length"])
-                frame.map_next = 0
-                frame.map_done = 0
-                frame.map_failed = 0
-                frame.map_results = {}
-                frame.max_concurrency = meta.get("max_concurrency", 0)
-                frame.tolerated_count = meta.get("tolerated_count")
-                frame.tolerated_percentage = meta.get("tolerated_percentage")
-                self._mark(frame)
-            return
-        if kind == "MapIterationStarted":
-            index = event.details["index"]
-            scope = f"{frame.started_id}.{index}"
-            child = self._new_frame(
-                frame, frame.state.machines[0], scope, index, meta["input"], event.id
+
+    def _apply_exited(self, event: Event, frame: Frame) -> None:
+        if frame.timer_id and self.timers.get(frame.timer_id) is frame:
+            del self.timers[frame.timer_id]
+        details = event.details
+        assigned = details.get("assignedVariables")
+        if assigned:
+            frame.variables.update(assigned)
+        nxt = event.meta.get("next", frame.state.next)
+        if nxt is None:
+            frame.phase = "done"
+            frame.output = details["output"]
+            parent = frame.parent
+            if parent is not None:
+                parent.finished[frame.index] = None
+            self._mark(parent if parent is not None else frame)
+        else:
+            frame.phase = "enter"
+            frame.state = frame.machine.states[nxt]
+            frame.raw_input = details["output"]
+            self._mark(frame)
+
+    def _apply_scheduled(self, event: Event, frame: Frame) -> None:
+        frame.phase = "task"
+        frame.task_id = event.id
+        self.tasks[event.id] = frame
+
+    def _apply_task_succeeded(self, event: Event, frame: Frame) -> None:
+        self.tasks.pop(frame.task_id, None)
+        frame.phase = "result"
+        frame.result = event.details.get("output")
+        self._mark(frame)
+
+    def _apply_task_failed(self, event: Event, frame: Frame) -> None:
+        self.tasks.pop(frame.task_id, None)
+        self._apply_failure(frame, event.meta)
+
+    def _apply_children_failed(self, event: Event, frame: Frame) -> None:
+        for child in frame.children.values():
+            self._abort_frame(child)
+        frame.children = {}
+        self._apply_failure(frame, event.meta)
+
+    def _apply_parallel_started(self, event: Event, frame: Frame) -> None:
+        frame.phase = "children"
+        frame.started_id = event.id
+        frame.finished = {}
+        frame.children = {
+            index: self._new_frame(
+                frame, machine, f"{event.id}.{index}", index, event.meta["input"], event.id
             )
-            if _distributed(frame.state):
-                child.child = scope
-            frame.children[index] = child
-            frame.map_next = index + 1
-            return
-        if kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"):
-            index = event.details["index"]
-            ended = frame.children.pop(index, None)
-            frame.finished.pop(index, None)
-            if kind == "MapIterationAborted" and ended is not None:
+            for index, machine in enumerate(frame.state.machines)
+        }
+        frame.map_length = len(frame.state.machines)
+        frame.map_results = {}
+        frame.map_done = 0
+
+    def _apply_map_started(self, event: Event, frame: Frame) -> None:
+        meta = event.meta
+        frame.phase = "children"
+        frame.started_id = event.id
+        frame.children = {}
+        frame.finished = {}
+        frame.map_length = meta.get("iterations", event.details["length"])
+        frame.map_next = 0
+        frame.map_done = 0
+        frame.map_failed = 0
+        frame.map_results = {}
+        frame.max_concurrency = meta.get("max_concurrency", 0)
+        frame.tolerated_count = meta.get("tolerated_count")
+        frame.tolerated_percentage = meta.get("tolerated_percentage")
+        self._mark(frame)
+
+    def _apply_iteration_started(self, event: Event, frame: Frame) -> None:
+        index = event.details["index"]
+        scope = f"{frame.started_id}.{index}"
+        child = self._new_frame(
+            frame, frame.state.machines[0], scope, index, event.meta["input"], event.id
+        )
+        if frame.state.distributed:
+            child.child = scope
+        frame.children[index] = child
+        frame.map_next = index + 1
+
+    def _apply_iteration_ended(self, event: Event, frame: Frame) -> None:
+        kind = event.type
+        meta = event.meta
+        index = event.details["index"]
+        ended = frame.children.pop(index, None)
+        frame.finished.pop(index, None)
+        if ended is not None:
+            if kind == "MapIterationAborted":
                 self._abort_frame(ended)
-            if kind == "MapIterationSucceeded":
-                frame.map_results[index] = ended.output if ended is not None else None
-            else:
-                frame.map_failed += 1
-            frame.map_done += 1
-            if ended is not None:
-                ended.aborted = True  # retired: its events are all in; it never runs again
-            if "state" in meta:
-                for other in frame.children.values():
-                    self._abort_frame(other)
-                frame.children = {}
-                self._apply_failure(frame, meta["state"])
-            elif "fatal" in meta:
-                frame.phase = "map-failing"
-                frame.decision = meta["fatal"]
-                self._mark(frame)
-            else:
-                self._mark(frame)
-            return
-        if kind in ("ParallelStateSucceeded", "MapStateSucceeded"):
-            if kind == "ParallelStateSucceeded":
-                frame.map_results = {i: c.output for i, c in frame.children.items()}
-            frame.result = [frame.map_results.get(i) for i in range(frame.map_length)]
+            ended.aborted = True  # retired: its events are all in; it never runs again
+        if kind == "MapIterationSucceeded":
+            frame.map_results[index] = ended.output if ended is not None else None
+        else:
+            frame.map_failed += 1
+        frame.map_done += 1
+        if "state" in meta:
+            for other in frame.children.values():
+                self._abort_frame(other)
             frame.children = {}
-            frame.phase = "result"
+            self._apply_failure(frame, meta["state"])
+        elif "fatal" in meta:
+            frame.phase = "map-failing"
+            frame.decision = meta["fatal"]
             self._mark(frame)
-            return
-        if kind in (
-            "ParallelStateAborted",
-            "MapStateAborted",
-            "WaitStateAborted",
-            "TaskStateAborted",
-        ):
-            return
-        # TaskStarted, TaskSubmitted, LambdaFunctionStarted, MapRun*, ...: nothing to fold.
+        else:
+            self._mark(frame)
+
+    def _apply_children_succeeded(self, event: Event, frame: Frame) -> None:
+        if event.type == "ParallelStateSucceeded":
+            frame.map_results = {i: c.output for i, c in frame.children.items()}
+        frame.result = [frame.map_results.get(i) for i in range(frame.map_length)]
+        frame.children = {}
+        frame.phase = "result"
+        self._mark(frame)
 
     def _apply_failure(self, frame: Frame, meta: Mapping[str, JSON]) -> None:
         """The state failed; ``meta`` says whether it retries, is caught or fails the frame."""
@@ -610,7 +598,11 @@ class Execution:
             return
         if frame.phase == "wait":
             try:
-                self._exit_state(frame, self._output(frame, frame.raw_input, None), assign_data=self._effective_input(frame))
+                self._exit_state(
+                    frame,
+                    self._output(frame, frame.raw_input, None),
+                    assign_data=self._effective_input(frame),
+                )
             except StatesFailure as failure:
                 self._state_failed(frame, failure.error, failure.cause)
         elif frame.phase == "retry":
@@ -634,7 +626,9 @@ class Execution:
             self._step_phase(frame, phase)
         except StatesFailure as failure:
             # A failure while catching (the catcher's ResultPath or Assign) is not caught again.
-            self._state_failed(frame, failure.error, failure.cause, from_fail_state=phase == "caught")
+            self._state_failed(
+                frame, failure.error, failure.cause, from_fail_state=phase == "caught"
+            )
 
     def _step_phase(self, frame: Frame, phase: str) -> None:
         if phase == "enter":
@@ -754,7 +748,9 @@ class Execution:
                 self._start_map(frame)
             elif state.type == "Wait":
                 # Entered without a timer: its delay failed; evaluating it again fails the same way.
-                waits.fire_at(state, self._effective_input(frame), self._scope(frame, None), self.now)
+                waits.fire_at(
+                    state, self._effective_input(frame), self._scope(frame, None), self.now
+                )
                 raise HistoryError(f"Wait state '{state.name}' was entered without a timer")
         except StatesFailure as failure:
             self._state_failed(frame, failure.error, failure.cause)
@@ -1137,7 +1133,7 @@ class Execution:
                 previous=len(self.events),
             )
         decision = frame.decision
-        if _distributed(frame.state):
+        if frame.state.distributed:
             details = {"error": decision.get("error"), "cause": decision.get("cause")}
             details = {k: v for k, v in details.items() if v is not None}
             self._emit(frame, "MapRunFailed", details, previous=len(self.events))
@@ -1180,7 +1176,7 @@ class Execution:
                 "tolerated_percentage": tolerated_percentage,
             },
         )
-        if _distributed(state):
+        if state.distributed:
             assert self.info is not None
             run_arn = (
                 self.info.execution_arn.replace(":execution:", ":mapRun:", 1)
@@ -1240,7 +1236,7 @@ class Execution:
             return
         items = self._map_items(frame)
         limit = frame.max_concurrency or (
-            len(items) if _distributed(state) else INLINE_MAP_CONCURRENCY
+            len(items) if state.distributed else INLINE_MAP_CONCURRENCY
         )
         while frame.map_next < frame.map_length and len(frame.children) < limit:
             index = frame.map_next
@@ -1257,7 +1253,7 @@ class Execution:
                 previous=len(self.events),
             )
         if frame.map_done == frame.map_length and not frame.children:
-            if _distributed(state):
+            if state.distributed:
                 self._emit(frame, "MapRunSucceeded", previous=len(self.events))
             self._emit(frame, "MapStateSucceeded", previous=len(self.events))
 
@@ -1284,12 +1280,52 @@ class Execution:
             self._close("ExecutionSucceeded", {"output": frame.output})
 
 
-def _distributed(state: State) -> bool:
-    processor = state.get("ItemProcessor")
-    return (
-        isinstance(processor, dict)
-        and processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
-    )
+_CLOSED_STATUS = {
+    "ExecutionSucceeded": SUCCEEDED,
+    "ExecutionFailed": FAILED,
+    "ExecutionTimedOut": TIMED_OUT,
+    "ExecutionAborted": ABORTED,
+}
+
+# How each event type changes the folded state (the fold's dispatch table).
+_APPLIERS: dict[str, Callable[[Execution, Event, Frame], None]] = {
+    **{f"{t}StateEntered": Execution._apply_entered for t in STATE_TYPES},
+    **{f"{t}StateExited": Execution._apply_exited for t in STATE_TYPES},
+    **dict.fromkeys(
+        ("TaskScheduled", "LambdaFunctionScheduled", "ActivityScheduled"),
+        Execution._apply_scheduled,
+    ),
+    **dict.fromkeys(
+        ("TaskSucceeded", "LambdaFunctionSucceeded", "ActivitySucceeded"),
+        Execution._apply_task_succeeded,
+    ),
+    **dict.fromkeys(
+        (
+            "TaskFailed",
+            "TaskTimedOut",
+            "TaskStartFailed",
+            "TaskSubmitFailed",
+            "LambdaFunctionFailed",
+            "LambdaFunctionTimedOut",
+            "LambdaFunctionScheduleFailed",
+            "LambdaFunctionStartFailed",
+            "ActivityFailed",
+            "ActivityTimedOut",
+        ),
+        Execution._apply_task_failed,
+    ),
+    "ParallelStateFailed": Execution._apply_children_failed,
+    "MapStateFailed": Execution._apply_children_failed,
+    "ParallelStateStarted": Execution._apply_parallel_started,
+    "MapStateStarted": Execution._apply_map_started,
+    "MapIterationStarted": Execution._apply_iteration_started,
+    **dict.fromkeys(
+        ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"),
+        Execution._apply_iteration_ended,
+    ),
+    "ParallelStateSucceeded": Execution._apply_children_succeeded,
+    "MapStateSucceeded": Execution._apply_children_succeeded,
+}
 
 
 def _matches(error_equals: Sequence[str], error: str) -> bool:
