@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from statemachine.errors import DefinitionError
-from statemachine.payload import parse_json
+from statemachine.payload import dumps, parse_json
 
 JSON = Any
 
@@ -127,10 +128,26 @@ def loads(text: str | bytes) -> StateMachine:
 
 
 def parse(document: JSON) -> StateMachine:
-    """Build the typed model from a decoded definition; raise DefinitionError if unusable."""
+    """Build the typed model from a decoded definition; raise DefinitionError if unusable.
+
+    Parsed machines are cached by their JSON text: running one definition many times (the
+    service, a test suite, run_local in a loop) parses it once. The model is built from a
+    private copy, so changing ``document`` afterwards cannot change it.
+    """
     if isinstance(document, StateMachine):
         return document
-    machine = _machine(document, "")
+    try:
+        text = dumps(document)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"The definition is not JSON: {exc}") from None
+    except RecursionError:
+        raise DefinitionError("The definition is nested too deeply") from None
+    return _parse_text(text)
+
+
+@lru_cache(maxsize=256)
+def _parse_text(text: str) -> StateMachine:
+    machine = _machine(json.loads(text), "")
     names: set[str] = set()
     for state in machine.all_states():
         if state.name in names:

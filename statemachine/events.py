@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 JSON = Any
 
@@ -51,17 +52,23 @@ def to_text(value: JSON) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One history event. ``details`` holds payloads as JSON values; to_aws() serialises them."""
+_EMPTY: Mapping[str, JSON] = MappingProxyType({})
+
+
+class Event(NamedTuple):
+    """One history event. ``details`` holds payloads as JSON values; to_aws() serialises them.
+
+    A NamedTuple rather than a frozen dataclass: just as immutable, and four times cheaper to
+    build, which matters when a decision appends thousands of events (a Map's iterations).
+    """
 
     id: int
     type: str
     timestamp: datetime
     previous_event_id: int
-    details: Mapping[str, JSON] = field(default_factory=dict)
+    details: Mapping[str, JSON] = _EMPTY
     scope: str = ""
-    meta: Mapping[str, JSON] = field(default_factory=dict)
+    meta: Mapping[str, JSON] = _EMPTY
     # Non-empty for events of a distributed Map's child execution: AWS shows them in the
     # child's own history, not the parent's.
     child: str = ""

@@ -823,7 +823,8 @@ class Execution:
         details: dict[str, JSON] = {"name": frame.state.name, "output": output}
         if frame.state.assign is not None:
             details["assignedVariables"] = self._template(frame, frame.state.assign, assign_data)
-        if self.info is not None and payload_size(output) > MAX_PAYLOAD_BYTES:
+        # The state's own input was measured when it was produced; only new values need it.
+        if output is not frame.raw_input and payload_size(output) > MAX_PAYLOAD_BYTES:
             raise StatesFailure(
                 "States.DataLimitExceeded",
                 f"The state/task '{frame.state.name}' returned a result with a size exceeding "

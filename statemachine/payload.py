@@ -21,9 +21,13 @@ JSON = Any
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
+# One encoder for every payload: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: JSON) -> str:
     """Serialise like AWS's Jackson: compact, keys in insertion order, non-ASCII kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _reject_constant(name: str) -> JSON:
