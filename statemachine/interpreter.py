@@ -26,6 +26,7 @@ from statemachine import choice, paths, resources, waits
 from statemachine.definition import STATE_TYPES, Catcher, State, StateMachine, parse
 from statemachine.errors import HistoryError, InvalidExecutionInput, StatesFailure
 from statemachine.events import (
+    _EMPTY,
     CancelTask,
     CancelTimer,
     Command,
@@ -235,33 +236,28 @@ class Execution:
         self,
         frame: Frame | None,
         event_type: str,
-        details: Mapping[str, JSON] | None = None,
-        meta: Mapping[str, JSON] | None = None,
+        details: Mapping[str, JSON] = _EMPTY,
+        meta: Mapping[str, JSON] = _EMPTY,
         previous: int | None = None,
-        child: str | None = None,
     ) -> Event:
-        if len(self.events) >= self.max_events - 1 and event_type not in _CLOSING:
+        """Append one event and fold it in at once (the only way the state changes)."""
+        events = self.events
+        count = len(events)
+        if count >= self.max_events - 1 and event_type not in _CLOSING:
             raise _HistoryFull
-        if previous is None:
-            previous = frame.last_id if frame is not None else len(self.events)
-        if (
-            child is None
-            and frame is not None
-            and event_type.startswith("MapIteration")
-            and frame.state.distributed
-        ):
-            child = f"{frame.started_id}.{details['index'] if details else 0}"
-        event = Event(
-            id=len(self.events) + 1,
-            type=event_type,
-            timestamp=self.now,
-            previous_event_id=previous,
-            details=details or {},
-            scope=frame.scope if frame is not None else "",
-            meta=meta or {},
-            child=child if child is not None else (frame.child if frame is not None else ""),
-        )
-        self.events.append(event)
+        if frame is None:
+            scope, child = "", ""
+            if previous is None:
+                previous = count
+        else:
+            scope, child = frame.scope, frame.child
+            if previous is None:
+                previous = frame.last_id
+            if frame.state.distributed and event_type.startswith("MapIteration"):
+                # A distributed Map's iterations belong to their child executions' histories.
+                child = f"{frame.started_id}.{details['index']}"
+        event = Event(count + 1, event_type, self.now, previous, details, scope, meta, child)
+        events.append(event)
         self.new_events.append(event)
         self._apply(event)
         return event
@@ -819,7 +815,7 @@ class Execution:
     def _exit_state(
         self, frame: Frame, output: JSON, next_state: str | None = None, assign_data: JSON = None
     ) -> None:
-        meta = {"next": next_state} if next_state is not None else None
+        meta = {"next": next_state} if next_state is not None else _EMPTY
         details: dict[str, JSON] = {"name": frame.state.name, "output": output}
         if frame.state.assign is not None:
             details["assignedVariables"] = self._template(frame, frame.state.assign, assign_data)
@@ -942,7 +938,7 @@ class Execution:
     ) -> None:
         details = resources.task_details(frame.state.get("Resource"))
         if isinstance(incoming, TaskStarted):
-            self._emit(frame, self._task_event_type(frame, "Started"), details or None)
+            self._emit(frame, self._task_event_type(frame, "Started"), details)
         elif isinstance(incoming, TaskSubmitted):
             self._emit(frame, "TaskSubmitted", {**details, "output": incoming.output})
         elif isinstance(incoming, TaskSucceeded):
