@@ -87,6 +87,8 @@ class Path:
     text: str
     steps: tuple[Step, ...]
     definite: bool
+    # For a definite path: its object keys (str) and array indexes (int), in order.
+    keys: tuple[str | int, ...] = ()
 
     def read(self, data: JSON) -> JSON:
         """Return the value the path selects; raise PathError if a definite path is missing."""
@@ -95,16 +97,20 @@ class Path:
         return list(self._select(data, 0))
 
     def _read_definite(self, data: JSON) -> JSON:
+        # The hot path of every Parameters and Choice: a tight loop over keys.
         current = data
-        last = len(self.steps) - 1
-        for position, step in enumerate(self.steps):
-            assert isinstance(step, Name | Index)
-            found, current = _child(current, step)
-            if not found:
-                walked = "$" + "".join(_jayway(s) for s in self.steps[: position + 1])  # type: ignore[arg-type]
-                if position == last:
-                    raise PathError(f"No results for path: {walked}")
-                raise PathError(f"Missing property in path {walked}")
+        for position, key in enumerate(self.keys):
+            if isinstance(key, str):
+                if type(current) is dict and key in current:
+                    current = current[key]
+                    continue
+            elif type(current) is list and -len(current) <= key < len(current):
+                current = current[key]
+                continue
+            walked = "$" + "".join(_jayway(s) for s in self.steps[: position + 1])  # type: ignore[arg-type]
+            if position == len(self.keys) - 1:
+                raise PathError(f"No results for path: {walked}")
+            raise PathError(f"Missing property in path {walked}")
         return current
 
     def exists(self, data: JSON) -> bool:
@@ -232,7 +238,8 @@ def compile_path(text: str) -> Path:
         else:
             raise PathSyntaxError(f"Invalid path '{text}': unexpected '{c}' at position {i}")
     definite = all(isinstance(s, Name | Index) for s in steps)
-    return Path(text, tuple(steps), definite)
+    keys = tuple(s.name if isinstance(s, Name) else s.index for s in steps) if definite else ()  # type: ignore[union-attr]
+    return Path(text, tuple(steps), definite, keys)
 
 
 def _bracket(text: str, start: int) -> tuple[int, Step]:

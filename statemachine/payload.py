@@ -11,6 +11,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from statemachine import intrinsics, paths
@@ -58,15 +59,25 @@ def resolve(
 
     ``context`` may be a function building the context object, called only for ``$$`` paths.
     """
+    source, name, compiled = _reference(path)
+    if source == "input":
+        return compiled.read(data)
+    if source == "context":
+        return compiled.read(context() if callable(context) else context)
+    if name not in variables:
+        raise paths.PathError(f"Variable '{name}' is not defined")
+    return compiled.read(variables[name])
+
+
+@lru_cache(maxsize=4096)
+def _reference(path: str) -> tuple[str, str, paths.Path]:
+    """What a path reads ("input", "context" or "variable" with its name) and the compiled rest."""
     if path.startswith("$$"):
-        return paths.read("$" + path[2:], context() if callable(context) else context)
+        return "context", "", paths.compile_path("$" + path[2:])
     match = _VARIABLE.match(path)
     if match:
-        name = match.group(1)
-        if name not in variables:
-            raise paths.PathError(f"Variable '{name}' is not defined")
-        return paths.read("$" + path[match.end() :], variables[name])
-    return paths.read(path, data)
+        return "variable", match.group(1), paths.compile_path("$" + path[match.end() :])
+    return "input", "", paths.compile_path(path)
 
 
 class Scope:
@@ -106,9 +117,14 @@ class Scope:
 
     def resolve(self, path: str) -> JSON:
         """Resolve a path; missing paths raise paths.PathError."""
-        if path.startswith("$$"):
-            return paths.read("$" + path[2:], self.context)
-        return resolve(path, self.data, None, self.variables)
+        source, name, compiled = _reference(path)
+        if source == "input":
+            return compiled.read(self.data)
+        if source == "context":
+            return compiled.read(self.context)
+        if name not in self.variables:
+            raise paths.PathError(f"Variable '{name}' is not defined")
+        return compiled.read(self.variables[name])
 
     def input_text(self, path: str) -> str:
         """The JSON text AWS quotes as 'the input' in a failed-path message."""
