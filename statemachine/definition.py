@@ -49,6 +49,7 @@ class Catcher:
     next: str
     result_path: str | None = "$"
     assign: JSON = None
+    raw: Mapping[str, JSON] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class State:
     # Parallel branches, or the Map's ItemProcessor/Iterator as a one-element tuple.
     machines: tuple[StateMachine, ...] = ()
     distributed: bool = False  # a Map whose ItemProcessor runs in DISTRIBUTED mode
+    jsonata: bool = False  # the state's query language is JSONata
 
     def get(self, key: str, default: JSON = None) -> JSON:
         """A type-specific field of the state, as written in the definition."""
@@ -232,12 +234,8 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
     if kind not in STATE_TYPES:
         raise DefinitionError(f"Type must be one of {', '.join(STATE_TYPES)}", f"{at}/Type")
     language = body.get("QueryLanguage", language)
-    if language == "JSONata":
-        # Refuse rather than run JSONata expressions with JSONPath semantics.
-        raise DefinitionError(
-            "QueryLanguage JSONata is not supported yet; this engine runs JSONPath states",
-            f"{at}/QueryLanguage" if "QueryLanguage" in body else at,
-        )
+    if language not in ("JSONPath", "JSONata"):
+        raise DefinitionError("QueryLanguage must be JSONPath or JSONata", f"{at}/QueryLanguage")
     nxt = body.get("Next")
     end = body.get("End", False) is True
     if kind in ("Choice", "Succeed", "Fail"):
@@ -290,6 +288,7 @@ def _state(name: str, body: JSON, at: str, language: str) -> State:
         catch=tuple(_catcher(c, f"{at}/Catch/{i}") for i, c in enumerate(body.get("Catch") or ())),
         machines=machines,
         distributed=kind == "Map" and _mode(body) == "DISTRIBUTED",
+        jsonata=language == "JSONata",
     )
 
 
@@ -347,4 +346,5 @@ def _catcher(doc: JSON, at: str) -> Catcher:
         next=nxt,
         result_path=_path_field(doc, "ResultPath", at),
         assign=doc.get("Assign"),
+        raw=doc,
     )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from statemachine import choice, paths, resources, waits
+from statemachine import dataflow, paths, resources, waits
 from statemachine.definition import STATE_TYPES, Catcher, State, StateMachine, parse
 from statemachine.errors import HistoryError, InvalidExecutionInput, StatesFailure
 from statemachine.events import (
@@ -45,6 +45,7 @@ from statemachine.events import (
     TaskSucceeded,
     TimerFired,
 )
+from statemachine.expressions import QUERY_EVALUATION_ERROR, QueryEvaluationError
 from statemachine.payload import Scope, dumps, evaluate_template, payload_size, resolve
 
 JSON = Any
@@ -64,6 +65,8 @@ RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
 # The corpus (real AWS) shows States.DataLimitExceeded from a task result caught by States.ALL,
 # and States.Runtime not caught even when named explicitly.
 _UNCATCHABLE = frozenset({"States.Runtime"})
+# Errors whose cause AWS prefixes with "An error occurred while executing the state ...".
+_PREFIXED = frozenset({"States.Runtime", QUERY_EVALUATION_ERROR})
 
 
 class _HistoryFull(Exception):
@@ -522,7 +525,9 @@ class Execution:
             self._timer_fired(incoming.timer_id)
         elif isinstance(incoming, TaskHeartbeat):
             frame = self.tasks.get(incoming.task_id)
-            heartbeat = self._task_timeouts(frame)[1] if frame is not None else None
+            # The heartbeat interval was recorded when the task was scheduled.
+            scheduled = self.events[incoming.task_id - 1] if frame is not None else None
+            heartbeat = scheduled.details.get("heartbeatInSeconds") if scheduled else None
             if frame is not None and heartbeat is not None:
                 self.commands.append(
                     StartTimer(
@@ -594,13 +599,10 @@ class Execution:
             return
         if frame.phase == "wait":
             try:
-                self._exit_state(
-                    frame,
-                    self._output(frame, frame.raw_input, None),
-                    assign_data=self._effective_input(frame),
-                )
+                output, assigned = dataflow.passthrough(self, frame)
+                self._exit_state(frame, output, assigned=assigned)
             except StatesFailure as failure:
-                self._state_failed(frame, failure.error, failure.cause)
+                self._failed(frame, failure)
         elif frame.phase == "retry":
             # The timer leaves self.timers when the retried attempt's first event is applied.
             frame.phase = "active"
@@ -622,9 +624,7 @@ class Execution:
             self._step_phase(frame, phase)
         except StatesFailure as failure:
             # A failure while catching (the catcher's ResultPath or Assign) is not caught again.
-            self._state_failed(
-                frame, failure.error, failure.cause, from_fail_state=phase == "caught"
-            )
+            self._failed(frame, failure, from_fail_state=phase == "caught")
 
     def _step_phase(self, frame: Frame, phase: str) -> None:
         if phase == "enter":
@@ -644,7 +644,10 @@ class Execution:
         elif phase == "map-failing":
             self._map_failing(frame)
 
-    def _context(self, frame: Frame) -> dict[str, JSON]:
+    # ------------------------------------------------------------------ what dataflow uses
+
+    def context(self, frame: Frame) -> dict[str, JSON]:
+        """The context object (``$$``, ``$states.context``) of the state ``frame`` is in."""
         info = self.info
         assert info is not None
         context: dict[str, JSON] = {
@@ -665,22 +668,47 @@ class Execution:
             context["Task"] = {"Token": self._task_token(frame)}
         return context
 
+    def rng(self) -> Callable[[], random.Random]:
+        """A factory of the random generator for this point of the history (replays alike)."""
+        info = self.info
+        assert info is not None
+        seed = info.seed * 1_000_003 + len(self.events)
+        return lambda: random.Random(seed)
+
+    def scope(self, frame: Frame, data: JSON, extra: Mapping[str, JSON] | None = None) -> Scope:
+        """What a JSONPath template or intrinsic sees: ``data`` as ``$``, context, variables."""
+
+        def context() -> dict[str, JSON]:
+            built = self.context(frame)
+            if extra:
+                built.update(extra)
+            return built
+
+        return Scope(data, context, frame.variables, self.rng())
+
+    def read(self, frame: Frame, path: str, data: JSON) -> JSON:
+        """A path read for InputPath, OutputPath, ItemsPath, *Path fields (AWS's failure text)."""
+        try:
+            if path.startswith("$$"):
+                return paths.read("$" + path[2:], self.context(frame))
+            return resolve(path, data, None, frame.variables)
+        except paths.PathError as exc:
+            raise StatesFailure(
+                "States.Runtime", runtime_cause(frame, f"Invalid path '{path}' : {exc.message}")
+            ) from None
+
+    def template(
+        self, frame: Frame, template: JSON, data: JSON, extra: Mapping[str, JSON] | None = None
+    ) -> Any:
+        """Expand a JSONPath payload template against ``data``."""
+        return evaluate_template(template, self.scope(frame, data, extra))
+
     def _task_token(self, frame: Frame) -> str:
         assert self.info is not None
         material = f"{self.info.seed}:{self.info.execution_arn}:{frame.scope}:{frame.entered_id}:{len(self.events)}"
         return hashlib.sha256(material.encode()).hexdigest()
 
-    def _scope(self, frame: Frame, data: JSON, extra: Mapping[str, JSON] | None = None) -> Scope:
-        def context() -> dict[str, JSON]:
-            built = self._context(frame)
-            if extra:
-                built.update(extra)
-            return built
-
-        info = self.info
-        assert info is not None
-        seed = info.seed * 1_000_003 + len(self.events)
-        return Scope(data, context, frame.variables, lambda: random.Random(seed))
+    # ------------------------------------------------------------------ states
 
     def _enter(self, frame: Frame) -> None:
         state = frame.state
@@ -690,12 +718,10 @@ class Execution:
             frame.entered_id = entered_id
             frame.entered_time = self.now
             try:
-                fire_at = waits.fire_at(
-                    state, self._effective_input(frame), self._scope(frame, None), self.now
-                )
+                fire_at = self._wait_until(frame)
             except StatesFailure as failure:
                 self._emit(frame, "WaitStateEntered", details)
-                self._state_failed(frame, failure.error, failure.cause)
+                self._failed(frame, failure)
                 return
             timer_id = f"wait:{entered_id}"
             self._emit(frame, "WaitStateEntered", details, {"timer": timer_id})
@@ -703,122 +729,51 @@ class Execution:
             return
         self._emit(frame, f"{state.type}StateEntered", details)
 
-    def _effective_input(self, frame: Frame) -> JSON:
-        path = frame.state.input_path
-        if path is None:
-            return {}
-        if path == "$":
-            return frame.raw_input
-        return self._read(frame, path, frame.raw_input)
-
-    def _read(self, frame: Frame, path: str, data: JSON) -> JSON:
-        try:
-            if path.startswith("$$"):
-                return paths.read("$" + path[2:], self._context(frame))
-            return resolve(path, data, None, frame.variables)
-        except paths.PathError as exc:
-            raise StatesFailure(
-                "States.Runtime", runtime_cause(frame, f"Invalid path '{path}' : {exc.message}")
-            ) from None
+    def _wait_until(self, frame: Frame) -> datetime:
+        fields, data = dataflow.wait_fields(self, frame)
+        return waits.fire_at(fields, data, self.scope(frame, None), self.now)
 
     def _execute(self, frame: Frame) -> None:
         """Run the body of the state ``frame`` has just entered."""
         state = frame.state
         try:
-            if state.type == "Pass":
-                self._pass(frame)
-            elif state.type == "Task":
+            kind = state.type
+            if kind == "Pass":
+                output, assigned = dataflow.pass_state(self, frame)
+                self._exit_state(frame, output, assigned=assigned)
+            elif kind == "Task":
                 self._schedule_task(frame)
-            elif state.type == "Choice":
+            elif kind == "Choice":
                 self._choice(frame)
-            elif state.type == "Succeed":
-                effective = self._effective_input(frame)
-                self._exit_state(frame, self._apply_output_path(frame, effective))
-            elif state.type == "Fail":
-                self._fail_state(frame)
-            elif state.type == "Parallel":
-                effective = self._effective_input(frame)
-                branch_input = self._parameters(frame, effective)
+            elif kind == "Succeed":
+                output, assigned = dataflow.passthrough(self, frame)
+                self._exit_state(frame, output, assigned=assigned)
+            elif kind == "Fail":
+                error, cause = dataflow.fail_state(self, frame)
+                self._state_failed(frame, error, cause, from_fail_state=True)
+            elif kind == "Parallel":
+                branch_input = dataflow.arguments(self, frame)
                 self._emit(frame, "ParallelStateStarted", meta={"input": branch_input})
-            elif state.type == "Map":
+            elif kind == "Map":
                 self._start_map(frame)
-            elif state.type == "Wait":
+            elif kind == "Wait":
                 # Entered without a timer: its delay failed; evaluating it again fails the same way.
-                waits.fire_at(
-                    state, self._effective_input(frame), self._scope(frame, None), self.now
-                )
+                self._wait_until(frame)
                 raise HistoryError(f"Wait state '{state.name}' was entered without a timer")
         except StatesFailure as failure:
-            self._state_failed(frame, failure.error, failure.cause)
-
-    def _parameters(
-        self, frame: Frame, effective: JSON, extra: Mapping[str, JSON] | None = None
-    ) -> JSON:
-        if not frame.state.has_parameters:
-            return effective
-        return self._template(frame, frame.state.parameters, effective, extra)
-
-    def _template(
-        self, frame: Frame, template: JSON, data: JSON, extra: Mapping[str, JSON] | None = None
-    ) -> JSON:
-        try:
-            return evaluate_template(template, self._scope(frame, data, extra))
-        except StatesFailure as failure:
-            if (
-                failure.error == "States.Runtime"
-                and failure.cause
-                and not failure.cause.startswith("An error")
-            ):
-                raise StatesFailure("States.Runtime", runtime_cause(frame, failure.cause)) from None
-            raise
-
-    def _pass(self, frame: Frame) -> None:
-        state = frame.state
-        effective = self._effective_input(frame)
-        if "Result" in state.raw:
-            result = state.raw["Result"]
-        else:
-            result = self._parameters(frame, effective)
-        self._exit_state(frame, self._output(frame, result, result), assign_data=result)
-
-    def _output(self, frame: Frame, result: JSON, assign_data: JSON) -> JSON:
-        """ResultPath then OutputPath (the result is placed into the raw state input)."""
-        state = frame.state
-        if state.type in ("Pass", "Task", "Parallel", "Map"):
-            combined = self._apply_result_path(frame, state.result_path, result)
-        else:
-            combined = self._effective_input(frame)
-        return self._apply_output_path(frame, combined)
-
-    def _apply_result_path(self, frame: Frame, result_path: str | None, result: JSON) -> JSON:
-        if result_path is None:
-            return frame.raw_input
-        if result_path == "$":
-            return result
-        try:
-            return paths.write(result_path, frame.raw_input, result)
-        except paths.PathError:
-            raise StatesFailure(
-                "States.ResultPathMatchFailure",
-                f'States.ResultPathMatchFailure: Unable to apply ResultPath "{result_path}" to input '
-                f'"{dumps(frame.raw_input)}".',
-            ) from None
-
-    def _apply_output_path(self, frame: Frame, data: JSON) -> JSON:
-        path = frame.state.output_path
-        if path is None:
-            return {}
-        if path == "$":
-            return data
-        return self._read(frame, path, data)
+            self._failed(frame, failure)
 
     def _exit_state(
-        self, frame: Frame, output: JSON, next_state: str | None = None, assign_data: JSON = None
+        self,
+        frame: Frame,
+        output: JSON,
+        next_state: str | None = None,
+        assigned: Mapping[str, JSON] | None = None,
     ) -> None:
         meta = {"next": next_state} if next_state is not None else _EMPTY
         details: dict[str, JSON] = {"name": frame.state.name, "output": output}
-        if frame.state.assign is not None:
-            details["assignedVariables"] = self._template(frame, frame.state.assign, assign_data)
+        if assigned is not None:
+            details["assignedVariables"] = assigned
         # The state's own input was measured when it was produced; only new values need it.
         if output is not frame.raw_input and payload_size(output) > MAX_PAYLOAD_BYTES:
             raise StatesFailure(
@@ -829,72 +784,15 @@ class Execution:
         self._emit(frame, f"{frame.state.type}StateExited", details, meta)
 
     def _choice(self, frame: Frame) -> None:
-        state = frame.state
-        effective = self._effective_input(frame)
-        scope = self._scope(frame, effective)
-        rules = state.get("Choices")
-        index = choice.choose(rules, scope)
-        if index is None:
-            nxt = state.get("Default")
-            if nxt is None:
-                raise StatesFailure(
-                    "States.NoChoiceMatched",
-                    runtime_cause(frame, "No Choice matched and no Default was specified"),
-                )
-        else:
-            nxt = rules[index]["Next"]
-        output = self._apply_output_path(frame, effective)
-        self._exit_state(frame, output, nxt, effective)
-
-    def _fail_state(self, frame: Frame) -> None:
-        state = frame.state
-        error = state.get("Error")
-        cause = state.get("Cause")
-        for key, path in (
-            ("ErrorPath", state.get("ErrorPath")),
-            ("CausePath", state.get("CausePath")),
-        ):
-            if path is None:
-                continue
-            value = self._fail_field(frame, key, path)
-            if key == "ErrorPath":
-                error = value
-            else:
-                cause = value
-        self._state_failed(frame, error, cause, from_fail_state=True)
-
-    def _fail_field(self, frame: Frame, key: str, path: str) -> str | None:
-        scope = self._scope(frame, frame.raw_input)
-        if path.startswith("States."):
-            value = self._template(frame, {"v.$": path}, frame.raw_input)["v"]
-        else:
-            try:
-                value = scope.resolve(path)
-            except paths.PathError:
-                raise StatesFailure(
-                    "States.Runtime",
-                    runtime_cause(
-                        frame,
-                        f"The JSONPath '{path}' specified for the field '{key}' could not be found "
-                        f"in the input '{scope.input_text(path)}'",
-                    ),
-                ) from None
-        if value is None:
-            return None
-        return value if isinstance(value, str) else dumps(value)
+        nxt, output, assigned = dataflow.choice_state(self, frame)
+        if nxt is None:
+            raise StatesFailure(
+                "States.NoChoiceMatched",
+                runtime_cause(frame, "No Choice matched and no Default was specified"),
+            )
+        self._exit_state(frame, output, nxt, assigned)
 
     # ------------------------------------------------------------------ tasks
-
-    def _task_timeouts(self, frame: Frame) -> tuple[float | None, float | None]:
-        state = frame.state
-        timeout = state.get("TimeoutSeconds")
-        heartbeat = state.get("HeartbeatSeconds")
-        effective = self._effective_input(frame)
-        if state.get("TimeoutSecondsPath") is not None:
-            timeout = self._read(frame, state.get("TimeoutSecondsPath"), effective)
-        if state.get("HeartbeatSecondsPath") is not None:
-            heartbeat = self._read(frame, state.get("HeartbeatSecondsPath"), effective)
-        return timeout, heartbeat
 
     def _task_event_type(self, frame: Frame, suffix: str) -> str:
         return resources.event_prefix(frame.state.get("Resource")) + suffix
@@ -902,9 +800,8 @@ class Execution:
     def _schedule_task(self, frame: Frame) -> None:
         state = frame.state
         resource = state.get("Resource")
-        effective = self._effective_input(frame)
-        timeout, heartbeat = self._task_timeouts(frame)
-        parameters = self._parameters(frame, effective)
+        timeout, heartbeat = dataflow.task_timeouts(self, frame)
+        parameters = dataflow.arguments(self, frame)
         token = self._task_token(frame) if resource.endswith(".waitForTaskToken") else None
         event_type = self._task_event_type(frame, "Scheduled")
         details = resources.scheduled_details(resource, parameters, timeout, heartbeat)
@@ -987,18 +884,12 @@ class Execution:
             self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
 
     def _finish_result(self, frame: Frame) -> None:
-        """A Task, Parallel or Map produced its result: ResultSelector, ResultPath, OutputPath."""
-        state = frame.state
-        result = frame.result
+        """A Task, Parallel or Map produced its result: compute the state's output."""
         try:
-            if state.has_result_selector:
-                result = self._template(frame, state.result_selector, result)
-            output = self._output(frame, result, result)
-            self._exit_state(frame, output, assign_data=result)
+            output, assigned = dataflow.result_state(self, frame, frame.result)
+            self._exit_state(frame, output, assigned=assigned)
         except StatesFailure as failure:
-            self._state_failed(frame, failure.error, failure.cause)
-
-    # ------------------------------------------------------------------ failures
+            self._failed(frame, failure)
 
     def _failure_decision(
         self, frame: Frame, error: str | None, cause: str | None
@@ -1030,19 +921,40 @@ class Execution:
                 return meta
         return meta
 
+    def _failed(self, frame: Frame, failure: StatesFailure, from_fail_state: bool = False) -> None:
+        """A state failed while evaluating: record a JSONata failure, then catch or fail."""
+        cause = failure.cause
+        if (
+            failure.error in _PREFIXED
+            and cause is not None
+            and not cause.startswith("An error occurred")
+        ):
+            cause = runtime_cause(frame, cause)
+        if isinstance(failure, QueryEvaluationError):
+            details = {
+                "state": frame.state.name,
+                "location": failure.location,
+                "error": failure.error,
+                "cause": cause,
+            }
+            self._emit(frame, "EvaluationFailed", details)
+        self._state_failed(frame, failure.error, cause, from_fail_state)
+
     def _state_failed(
         self, frame: Frame, error: str | None, cause: str | None, from_fail_state: bool = False
     ) -> None:
         """A failure raised while running a state (not reported by a task): catch it or fail the frame."""
         state = frame.state
-        if (
-            error == "States.Runtime"
-            and cause is not None
-            and not cause.startswith("An error occurred")
-        ):
-            cause = runtime_cause(frame, cause)
         if state.type in ("Task", "Parallel", "Map") and not from_fail_state:
             decision = self._failure_decision(frame, error, cause)
+            if state.type != "Task" and error not in _UNCATCHABLE:
+                # A Parallel or Map failing by itself (not through a branch) reports it.
+                self._emit(frame, f"{state.type}StateFailed", meta=decision)
+                if "retry" in decision:
+                    self.commands.append(
+                        StartTimer(decision["timer"], datetime.fromisoformat(decision["fire_at"]))
+                    )
+                return
             if "catch" in decision:
                 frame.error, frame.cause = error, cause
                 self._caught(frame, decision["catch"])
@@ -1059,10 +971,10 @@ class Execution:
         error_output: dict[str, JSON] = {"Error": frame.error}
         if frame.cause is not None:
             error_output["Cause"] = frame.cause
-        output = self._apply_result_path(frame, catcher.result_path, error_output)
+        output, assigned = dataflow.caught(self, frame, catcher, error_output)
         details: dict[str, JSON] = {"name": state.name, "output": output}
-        if catcher.assign is not None:
-            details["assignedVariables"] = self._template(frame, catcher.assign, error_output)
+        if assigned is not None:
+            details["assignedVariables"] = assigned
         self._emit(frame, f"{state.type}StateExited", details, {"next": catcher.next})
 
     def _propagate_failure(self, frame: Frame) -> None:
@@ -1140,28 +1052,14 @@ class Execution:
 
     def _start_map(self, frame: Frame) -> None:
         state = frame.state
-        effective = self._effective_input(frame)
-        items_path = state.get("ItemsPath", "$")
-        items = self._read(frame, items_path, effective) if items_path != "$" else effective
-        if not isinstance(items, list):
-            raise StatesFailure(
-                "States.Runtime",
-                runtime_cause(
-                    frame,
-                    f"Map state input must be an array: the ItemsPath '{items_path}' selected {dumps(items)}",
-                ),
-            )
-        read = lambda path: self._read(frame, path, effective)  # noqa: E731
+        items = dataflow.map_items(self, frame)
         try:
-            concurrency = waits.max_concurrency(state, read)
-            tolerated_count, tolerated_percentage = waits.tolerance(state, read)
+            concurrency, tolerated_count, tolerated_percentage = dataflow.map_settings(self, frame)
         except StatesFailure:
             # AWS reports a bad concurrency or tolerance after MapStateStarted.
             self._emit(frame, "MapStateStarted", {"length": len(items)}, {"broken": True})
             raise
-        frame.items = (
-            self._batches(frame, items, effective) if "ItemBatcher" in state.raw else items
-        )
+        frame.items = self._batches(frame, items) if "ItemBatcher" in state.raw else items
         self._emit(
             frame,
             "MapStateStarted",
@@ -1184,20 +1082,15 @@ class Execution:
     def _map_items(self, frame: Frame) -> list[JSON]:
         """The items (or ItemBatcher batches) the Map iterates, derived from its input."""
         if frame.items is None:
-            state = frame.state
-            effective = self._effective_input(frame)
-            items_path = state.get("ItemsPath", "$")
-            items = self._read(frame, items_path, effective) if items_path != "$" else effective
-            if "ItemBatcher" in state.raw:
-                items = self._batches(frame, items, effective)
-            frame.items = items
-        return frame.items or []
+            items = dataflow.map_items(self, frame)
+            frame.items = self._batches(frame, items) if "ItemBatcher" in frame.state.raw else items
+        return frame.items
 
-    def _batches(self, frame: Frame, items: list[JSON], effective: JSON) -> list[JSON]:
+    def _batches(self, frame: Frame, items: list[JSON]) -> list[JSON]:
         """Group items for a distributed Map's ItemBatcher: each batch is a list of (index, item)."""
         batcher = frame.state.get("ItemBatcher")
-        read = lambda path: self._read(frame, path, effective)  # noqa: E731
-        max_items, max_bytes = waits.batch_limits(batcher, read)
+        effective = dataflow.effective_input(self, frame)
+        max_items, max_bytes = waits.batch_limits(batcher, lambda p: self.read(frame, p, effective))
         batches: list[JSON] = []
         current: list[tuple[int, JSON]] = []
         size = 2  # the brackets of the Items array
@@ -1240,7 +1133,7 @@ class Execution:
             try:
                 item_input = self._item_input(frame, index, items[index])
             except StatesFailure as failure:
-                self._state_failed(frame, failure.error, failure.cause)
+                self._failed(frame, failure)
                 return
             self._emit(
                 frame,
@@ -1256,21 +1149,14 @@ class Execution:
 
     def _item_input(self, frame: Frame, index: int, item: JSON) -> JSON:
         batcher = frame.state.get("ItemBatcher")
-        if batcher is not None:
-            # A batch: {"BatchInput": ..., "Items": [each item after ItemSelector]}.
-            effective = self._effective_input(frame)
-            batch: dict[str, JSON] = {}
-            if "BatchInput" in batcher:
-                batch["BatchInput"] = self._template(frame, batcher["BatchInput"], effective)
-            batch["Items"] = [self._selected_item(frame, i, value) for i, value in item]
-            return batch
-        return self._selected_item(frame, index, item)
-
-    def _selected_item(self, frame: Frame, index: int, item: JSON) -> JSON:
-        if not frame.state.has_parameters:
-            return item
-        extra = {"Map": {"Item": {"Index": index, "Value": item}}}
-        return self._template(frame, frame.state.parameters, self._effective_input(frame), extra)
+        if batcher is None:
+            return dataflow.item_input(self, frame, index, item)
+        # A batch: {"BatchInput": ..., "Items": [each item after ItemSelector]}.
+        batch: dict[str, JSON] = {}
+        if "BatchInput" in batcher:
+            batch["BatchInput"] = dataflow.batch_input(self, frame, batcher)
+        batch["Items"] = [dataflow.item_input(self, frame, i, value) for i, value in item]
+        return batch
 
     def _frame_done(self, frame: Frame) -> None:
         if frame.parent is None:

@@ -7,12 +7,11 @@ Each check raises StatesFailure("States.Runtime", <AWS's wording>); the interpre
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from statemachine import paths
-from statemachine.definition import State
 from statemachine.errors import StatesFailure
 from statemachine.payload import Scope, dumps
 
@@ -44,12 +43,12 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
-def max_concurrency(state: State, read: Callable[[str], JSON]) -> int:
+def max_concurrency(fields: Mapping[str, JSON], read: Callable[[str], JSON]) -> int:
     """A Map's MaxConcurrency (0: unlimited); MaxConcurrencyPath may name a numeric string."""
-    if "MaxConcurrencyPath" not in state.raw:
-        value = state.raw.get("MaxConcurrency", 0)
+    if "MaxConcurrencyPath" not in fields:
+        value = fields.get("MaxConcurrency", 0)
         return value if _is_int(value) and value >= 0 else 0
-    path = state.raw["MaxConcurrencyPath"]
+    path = fields["MaxConcurrencyPath"]
     value = _numeric_string(read(path), int)
     if not _is_int(value) or value < 0:
         raise StatesFailure(
@@ -94,13 +93,13 @@ def _is_int(value: JSON) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def fire_at(state: State, effective: JSON, scope: Scope, now: datetime) -> datetime:
+def fire_at(fields: Mapping[str, JSON], effective: JSON, scope: Scope, now: datetime) -> datetime:
     """When a Wait state entered at ``now`` ends (States Language spec, "Wait State")."""
-    if "Seconds" in state.raw:
-        seconds = state.raw["Seconds"]
+    if "Seconds" in fields:
+        seconds = fields["Seconds"]
         return now + timedelta(seconds=_checked_delay(seconds))
-    if "SecondsPath" in state.raw:
-        path = state.raw["SecondsPath"]
+    if "SecondsPath" in fields:
+        path = fields["SecondsPath"]
         value = _read(path, effective, scope)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -115,8 +114,8 @@ def fire_at(state: State, effective: JSON, scope: Scope, now: datetime) -> datet
                 f"The SecondsPath parameter references a negative value: {path} == {value}",
             )
         return now + timedelta(seconds=_checked_delay(value))
-    if "TimestampPath" in state.raw:
-        path = state.raw["TimestampPath"]
+    if "TimestampPath" in fields:
+        path = fields["TimestampPath"]
         value = _read(path, effective, scope)
         moment = parse_timestamp(value) if isinstance(value, str) else None
         if moment is None:
@@ -126,7 +125,7 @@ def fire_at(state: State, effective: JSON, scope: Scope, now: datetime) -> datet
                 f"date-time format string: {path} == {_show(value)}",
             )
     else:
-        text = state.raw.get("Timestamp")
+        text = fields.get("Timestamp")
         moment = parse_timestamp(text) if isinstance(text, str) else None
         if moment is None:
             raise StatesFailure(
@@ -158,20 +157,22 @@ def _read(path: str, effective: JSON, scope: Scope) -> JSON:
         raise StatesFailure("States.Runtime", f"Invalid path '{path}' : {exc.message}") from None
 
 
-def tolerance(state: State, read: Callable[[str], JSON]) -> tuple[float | None, float | None]:
+def tolerance(
+    fields: Mapping[str, JSON], read: Callable[[str], JSON]
+) -> tuple[float | None, float | None]:
     """A Map's ToleratedFailureCount and ToleratedFailurePercentage; None where not set."""
-    count: JSON = state.raw.get("ToleratedFailureCount")
-    percentage: JSON = state.raw.get("ToleratedFailurePercentage")
-    if "ToleratedFailureCountPath" in state.raw:
-        path = state.raw["ToleratedFailureCountPath"]
+    count: JSON = fields.get("ToleratedFailureCount")
+    percentage: JSON = fields.get("ToleratedFailurePercentage")
+    if "ToleratedFailureCountPath" in fields:
+        path = fields["ToleratedFailureCountPath"]
         count = _numeric_string(read(path), int)
         if not _is_int(count):
             raise StatesFailure(
                 "States.Runtime",
                 f'The ToleratedFailureCountPath field refers to value "{_show(count)}" which is not a valid integer: {path}',
             )
-    if "ToleratedFailurePercentagePath" in state.raw:
-        path = state.raw["ToleratedFailurePercentagePath"]
+    if "ToleratedFailurePercentagePath" in fields:
+        path = fields["ToleratedFailurePercentagePath"]
         percentage = _numeric_string(read(path), float)
         if not isinstance(percentage, int | float) or isinstance(percentage, bool):
             raise StatesFailure(

@@ -1,0 +1,233 @@
+"""JSONata expressions (``"QueryLanguage": "JSONata"``), evaluated with jsonata-python.
+
+A field value is an expression when it is a whole string ``{% ... %}``; inside objects and
+arrays (Arguments, Output, Assign, Items ...) every such string is evaluated and the rest is
+taken literally. Expressions see ``$states`` (input, context, and result or errorOutput where
+they exist) and the workflow variables as ``$name``. Failures are
+``States.QueryEvaluationError`` with AWS's causes; the interpreter records an
+EvaluationFailed event naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from statemachine.errors import StatesFailure
+
+JSON = Any
+QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
+
+
+class QueryEvaluationError(StatesFailure):
+    """A JSONata expression failed; ``location`` names the field (``Output/result``)."""
+
+    def __init__(self, location: str, cause: str) -> None:
+        super().__init__(QUERY_EVALUATION_ERROR, cause)
+        self.location = location
+
+
+def is_expression(value: JSON) -> bool:
+    """Whether ``value`` is a JSONata expression string ``{% ... %}``."""
+    return isinstance(value, str) and value.startswith("{%") and value.endswith("%}")
+
+
+def _text(value: str) -> str:
+    return value[2:-2].strip()
+
+
+def _jsonata() -> Any:
+    # Imported on first use: definitions without JSONata never pay for the library.
+    import jsonata
+
+    return jsonata
+
+
+@lru_cache(maxsize=2048)
+def _compiled(expression: str) -> Any:
+    return _jsonata().Jsonata(expression)
+
+
+def _show(value: JSON) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _type_name(value: JSON) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+class Evaluator:
+    """Evaluates the JSONata fields of one state with one set of bindings."""
+
+    def __init__(
+        self,
+        states: Mapping[str, JSON],
+        variables: Mapping[str, JSON],
+        rng: Callable[[], random.Random],
+    ) -> None:
+        self.states = states
+        self.variables = variables
+        self.rng = rng
+
+    def field(self, value: JSON, location: str) -> JSON:
+        """Evaluate a field: expression strings anywhere inside it, literals as they are."""
+        if isinstance(value, str):
+            return self.expression(value, location) if is_expression(value) else value
+        if isinstance(value, dict):
+            return {key: self.field(item, f"{location}/{key}") for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.field(item, f"{location}/{index}") for index, item in enumerate(value)]
+        return value
+
+    def typed(self, value: JSON, location: str, expected: str) -> JSON:
+        """Evaluate a field whose result must have a JSON type (array, number, boolean, ...)."""
+        result = self.field(value, location)
+        if is_expression(value) and _type_name(result) != expected:
+            if not (expected == "integer" and _is_integer(result)):
+                raise QueryEvaluationError(
+                    location,
+                    f"The JSONata expression '{_text(value)}' specified for the field '{location}' "
+                    f"returned an unexpected result type. Expected '{expected}', but was "
+                    f"'{_type_name(result)}' for value: {_show(result)}",
+                )
+        return result
+
+    def expression(self, value: str, location: str) -> JSON:
+        """Evaluate one ``{% ... %}`` string."""
+        text = _text(value)
+        jsonata = _jsonata()
+        try:
+            compiled = _compiled(text)
+            bindings = {name: _to_jsonata(v) for name, v in self.variables.items()}
+            bindings["states"] = {k: _to_jsonata(v) for k, v in self.states.items()}
+            result = self._evaluate(compiled, bindings)
+        except jsonata.JException as exc:
+            raise QueryEvaluationError(
+                location,
+                f"The JSONata expression '{text}' specified for the field '{location}' threw an "
+                f"error during evaluation. {exc.error}: {exc}",
+            ) from None
+        except RecursionError:
+            raise QueryEvaluationError(
+                location,
+                f"The JSONata expression '{text}' specified for the field '{location}' threw an "
+                "error during evaluation. The expression is nested too deeply",
+            ) from None
+        except Exception as exc:  # jsonata-python lets Python errors through (1/0, bad types)
+            raise QueryEvaluationError(
+                location,
+                f"The JSONata expression '{text}' specified for the field '{location}' threw an "
+                f"error during evaluation. {type(exc).__name__}: {exc}",
+            ) from None
+        if result is None:
+            raise QueryEvaluationError(
+                location,
+                f"The JSONata expression '{text}' specified for the field '{location}' returned "
+                "nothing (undefined).",
+            )
+        return _from_jsonata(result)
+
+    def _evaluate(self, compiled: Any, bindings: dict[str, JSON]) -> JSON:
+        for name, function in self._functions().items():
+            compiled.register_lambda(name, function)
+        compiled.set_output_convert_nulls(False)
+        return compiled.evaluate(None, bindings)
+
+    def _functions(self) -> dict[str, Callable[..., JSON]]:
+        """The functions Step Functions adds to JSONata's library."""
+        rng = self.rng
+
+        def partition(array: JSON, size: JSON) -> JSON:
+            if not isinstance(array, list) or not _is_integer(size) or size <= 0:
+                raise _jsonata().JException("D3030", -1)
+            return [array[i : i + int(size)] for i in range(0, len(array), int(size))]
+
+        def range_(start: JSON, end: JSON, step: JSON = 1) -> JSON:
+            if not all(_is_integer(v) for v in (start, end, step)) or step == 0:
+                return []
+            start, end, step = int(start), int(end), int(step)
+            stop = end + (1 if step > 0 else -1)
+            # A JSONata sequence: one value collapses to that value, as AWS returns it.
+            values = list(range(start, stop, step))[:1000]
+            return _jsonata().utils.Utils.create_sequence_from_iter(values)
+
+        def hash_(data: JSON, algorithm: JSON) -> JSON:
+            names = {
+                "MD5": "md5",
+                "SHA-1": "sha1",
+                "SHA-256": "sha256",
+                "SHA-384": "sha384",
+                "SHA-512": "sha512",
+            }
+            if not isinstance(data, str) or algorithm not in names:
+                raise _jsonata().JException("D3030", -1)
+            return hashlib.new(names[algorithm], data.encode()).hexdigest()
+
+        def random_(seed: JSON = None) -> JSON:
+            generator = random.Random(seed) if seed is not None else rng()
+            return generator.random()
+
+        def uuid_() -> JSON:
+            return str(uuid.UUID(int=rng().getrandbits(128), version=4))
+
+        def parse(text: JSON) -> JSON:
+            if not isinstance(text, str):
+                raise _jsonata().JException("D3030", -1)
+            try:
+                return _to_jsonata(json.loads(text))
+            except ValueError:
+                raise _jsonata().JException("D3030", -1) from None
+
+        return {
+            "partition": partition,
+            "range": range_,
+            "hash": hash_,
+            "random": random_,
+            "uuid": uuid_,
+            "parse": parse,
+        }
+
+
+def _is_integer(value: JSON) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def _to_jsonata(value: JSON) -> JSON:
+    """JSON null must reach jsonata-python as its null marker (None means 'undefined')."""
+    if value is None:
+        return _jsonata().utils.Utils.NULL_VALUE
+    return value
+
+
+def _from_jsonata(value: JSON) -> JSON:
+    """Back to plain JSON: the null marker becomes None, whole floats become ints."""
+    null = _jsonata().utils.Utils.NULL_VALUE
+    if value is null:
+        return None
+    if isinstance(value, dict):
+        return {k: _from_jsonata(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonata(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
