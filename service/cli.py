@@ -23,6 +23,7 @@ from statemachine import (
     run_local,
 )
 from statemachine.payload import parse_json
+from statemachine.teststate import test_state
 
 EXIT_SUCCEEDED, EXIT_NOT_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 
@@ -103,6 +104,30 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_SUCCEEDED if result.status == "SUCCEEDED" else EXIT_NOT_SUCCEEDED
 
 
+def command_test_state(args: argparse.Namespace) -> int:
+    """Evaluate one state (AWS TestState) and print the result as JSON."""
+    document = _parse_json(_read_file(args.file, "definition"), f"definition '{args.file}'")
+    mock: dict[str, Any] = {}
+    if args.mock_result is not None:
+        mock["result"] = _input_value(args.mock_result)
+    if args.mock_error is not None:
+        mock["error"] = args.mock_error
+        mock["cause"] = args.mock_cause
+    variables = _input_value(args.variables) if args.variables else None
+    if variables is not None and not isinstance(variables, dict):
+        raise UsageError("--variables must be a JSON object")
+    result = test_state(
+        document,
+        args.state or None,
+        _input_value(args.input),
+        variables=variables,
+        retry_count=args.retry_count,
+        **mock,
+    )
+    print(json.dumps(result.to_json(), ensure_ascii=False, indent=None if args.compact else 2))
+    return EXIT_SUCCEEDED if result.status in ("SUCCEEDED", "CAUGHT_ERROR") else EXIT_NOT_SUCCEEDED
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -133,6 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object: status, output, error, cause, events",
     )
     run.set_defaults(handler=command_run)
+
+    test = commands.add_parser(
+        "test-state",
+        help="evaluate one state on its own (like AWS TestState), with a mocked task result",
+        description="Evaluate one state of a definition against an input and print status, output, "
+        "next state, error and the value after each data-flow step. Task, Parallel and Map "
+        "states need --mock-result or --mock-error. Exit code 0 when the state succeeds or "
+        "its error is caught, 1 when it fails or would retry, 2 on bad input.",
+    )
+    test.add_argument("file", metavar="FILE", help="a definition, or a single state object (JSON)")
+    test.add_argument(
+        "state", metavar="STATE", nargs="?", help="the state to test (default: StartAt)"
+    )
+    test.add_argument("--input", metavar="JSON|@FILE", help="the state input (default {})")
+    test.add_argument(
+        "--mock-result", metavar="JSON|@FILE", help="the task's (or Map/Parallel's) result"
+    )
+    test.add_argument("--mock-error", metavar="ERROR", help="fail the task with this error name")
+    test.add_argument("--mock-cause", metavar="CAUSE", help="the cause that goes with --mock-error")
+    test.add_argument("--variables", metavar="JSON|@FILE", help="workflow variables, a JSON object")
+    test.add_argument("--retry-count", type=int, default=0, help="retries already made (default 0)")
+    test.add_argument("--compact", action="store_true", help="print the JSON on one line")
+    test.set_defaults(handler=command_test_state)
     return parser
 
 

@@ -61,6 +61,13 @@ def _jsonpath_assign(ex: Execution, frame: Frame, data: JSON) -> dict[str, JSON]
 # ---------------------------------------------------------------------------- JSONPath pieces
 
 
+def _note(ex: Execution, key: str, value: JSON) -> JSON:
+    """Record an intermediate value for TestState's inspection data (when tracing)."""
+    if ex.trace is not None:
+        ex.trace[key] = value
+    return value
+
+
 def effective_input(ex: Execution, frame: Frame) -> JSON:
     """The state input after InputPath (JSONata has no InputPath: the raw input)."""
     path = frame.state.input_path
@@ -69,6 +76,10 @@ def effective_input(ex: Execution, frame: Frame) -> JSON:
     if path is None:
         return {}
     return ex.read(frame, path, frame.raw_input)
+
+
+def _traced_input(ex: Execution, frame: Frame) -> JSON:
+    return _note(ex, "afterInputPath", effective_input(ex, frame))
 
 
 def parameters(ex: Execution, frame: Frame, effective: JSON) -> JSON:
@@ -112,10 +123,13 @@ def pass_state(ex: Execution, frame: Frame) -> Outcome:
     state = frame.state
     if state.jsonata:
         return _jsonata_outcome(state, evaluator(ex, frame), frame.raw_input)
-    effective = effective_input(ex, frame)
-    result = state.raw["Result"] if "Result" in state.raw else parameters(ex, frame, effective)
-    output = output_path(ex, frame, result_path(ex, frame, state.result_path, result))
-    return output, _jsonpath_assign(ex, frame, result)
+    effective = _traced_input(ex, frame)
+    if "Result" in state.raw:
+        result = _note(ex, "result", state.raw["Result"])
+    else:
+        result = _note(ex, "afterParameters", parameters(ex, frame, effective))
+    combined = _note(ex, "afterResultPath", result_path(ex, frame, state.result_path, result))
+    return output_path(ex, frame, combined), _jsonpath_assign(ex, frame, result)
 
 
 def passthrough(ex: Execution, frame: Frame) -> Outcome:
@@ -123,7 +137,7 @@ def passthrough(ex: Execution, frame: Frame) -> Outcome:
     state = frame.state
     if state.jsonata:
         return _jsonata_outcome(state, evaluator(ex, frame), frame.raw_input)
-    effective = effective_input(ex, frame)
+    effective = _traced_input(ex, frame)
     return output_path(ex, frame, effective), _jsonpath_assign(ex, frame, effective)
 
 
@@ -132,9 +146,10 @@ def arguments(ex: Execution, frame: Frame) -> JSON:
     state = frame.state
     if state.jsonata:
         if "Arguments" not in state.raw:
-            return frame.raw_input
-        return evaluator(ex, frame).field(state.raw["Arguments"], "Arguments")
-    return parameters(ex, frame, effective_input(ex, frame))
+            return _note(ex, "afterArguments", frame.raw_input)
+        evaluated = evaluator(ex, frame).field(state.raw["Arguments"], "Arguments")
+        return _note(ex, "afterArguments", evaluated)
+    return _note(ex, "afterParameters", parameters(ex, frame, _traced_input(ex, frame)))
 
 
 def task_timeouts(ex: Execution, frame: Frame) -> tuple[float | None, float | None]:
@@ -154,12 +169,13 @@ def task_timeouts(ex: Execution, frame: Frame) -> tuple[float | None, float | No
 def result_state(ex: Execution, frame: Frame, result: JSON) -> Outcome:
     """Output of a Task, Parallel or Map once its result is in."""
     state = frame.state
+    _note(ex, "result", result)
     if state.jsonata:
         return _jsonata_outcome(state, evaluator(ex, frame, result=result), result)
     if state.has_result_selector:
-        result = ex.template(frame, state.result_selector, result)
-    output = output_path(ex, frame, result_path(ex, frame, state.result_path, result))
-    return output, _jsonpath_assign(ex, frame, result)
+        result = _note(ex, "afterResultSelector", ex.template(frame, state.result_selector, result))
+    combined = _note(ex, "afterResultPath", result_path(ex, frame, state.result_path, result))
+    return output_path(ex, frame, combined), _jsonpath_assign(ex, frame, result)
 
 
 def caught(ex: Execution, frame: Frame, catcher: Catcher, error_output: JSON) -> Outcome:
@@ -195,7 +211,7 @@ def choice_state(ex: Execution, frame: Frame) -> tuple[str | None, JSON, dict[st
                 return rule["Next"], output, assigned
         output, assigned = _jsonata_outcome(state, ev, frame.raw_input)
         return state.get("Default"), output, assigned
-    effective = effective_input(ex, frame)
+    effective = _traced_input(ex, frame)
     scope = ex.scope(frame, effective)
     choice_index = choice.choose(rules, scope)
     if choice_index is None:

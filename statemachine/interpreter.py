@@ -52,6 +52,7 @@ JSON = Any
 
 MAX_PAYLOAD_BYTES = 262_144  # AWS: state and task payloads are at most 256 KiB
 MAX_HISTORY_EVENTS = 25_000
+MAX_VARIABLES_BYTES = 10 * 1024 * 1024  # AWS: all workflow variables of an execution
 INLINE_MAP_CONCURRENCY = 40  # AWS runs at most 40 inline Map iterations at once, even with 0
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
     "RUNNING",
@@ -208,6 +209,8 @@ class Execution:
     def __init__(self, definition: StateMachine, max_events: int = MAX_HISTORY_EVENTS) -> None:
         self.definition = definition
         self.max_events = max_events
+        # Intermediate values of the data flow, recorded only for TestState's inspection.
+        self.trace: dict[str, JSON] | None = None
         self.events: list[Event] = []
         self.new_events: list[Event] = []
         self.commands: list[Command] = []
@@ -425,6 +428,7 @@ class Execution:
         )
         if frame.state.distributed:
             child.child = scope
+            child.variables = ChainMap({})  # a distributed Map's children see no outer variables
         frame.children[index] = child
         frame.map_next = index + 1
 
@@ -773,6 +777,7 @@ class Execution:
         meta = {"next": next_state} if next_state is not None else _EMPTY
         details: dict[str, JSON] = {"name": frame.state.name, "output": output}
         if assigned is not None:
+            self._check_assigned(frame, assigned)
             details["assignedVariables"] = assigned
         # The state's own input was measured when it was produced; only new values need it.
         if output is not frame.raw_input and payload_size(output) > MAX_PAYLOAD_BYTES:
@@ -878,7 +883,7 @@ class Execution:
         details = resources.task_details(frame.state.get("Resource"))
         details = {**details, "error": error, "cause": cause}
         details = {k: v for k, v in details.items() if v is not None}
-        meta = self._failure_decision(frame, error, cause)
+        meta = self.failure_decision(frame, error, cause)
         self._emit(frame, event_type, details, meta)
         if "retry" in meta:
             self.commands.append(StartTimer(meta["timer"], datetime.fromisoformat(meta["fire_at"])))
@@ -891,7 +896,7 @@ class Execution:
         except StatesFailure as failure:
             self._failed(frame, failure)
 
-    def _failure_decision(
+    def failure_decision(
         self, frame: Frame, error: str | None, cause: str | None
     ) -> dict[str, JSON]:
         """Decide between retry, catch and failing the frame; the answer goes into the event's meta."""
@@ -946,7 +951,7 @@ class Execution:
         """A failure raised while running a state (not reported by a task): catch it or fail the frame."""
         state = frame.state
         if state.type in ("Task", "Parallel", "Map") and not from_fail_state:
-            decision = self._failure_decision(frame, error, cause)
+            decision = self.failure_decision(frame, error, cause)
             if state.type != "Task" and error not in _UNCATCHABLE:
                 # A Parallel or Map failing by itself (not through a branch) reports it.
                 self._emit(frame, f"{state.type}StateFailed", meta=decision)
@@ -974,8 +979,32 @@ class Execution:
         output, assigned = dataflow.caught(self, frame, catcher, error_output)
         details: dict[str, JSON] = {"name": state.name, "output": output}
         if assigned is not None:
+            self._check_assigned(frame, assigned)
             details["assignedVariables"] = assigned
         self._emit(frame, f"{state.type}StateExited", details, {"next": catcher.next})
+
+    def _check_assigned(self, frame: Frame, assigned: Mapping[str, JSON]) -> None:
+        """AWS's variable quotas: 256 KiB per variable and per Assign, 10 MiB in all."""
+        if payload_size(assigned) > MAX_PAYLOAD_BYTES:
+            for name, value in assigned.items():
+                if payload_size(value) > MAX_PAYLOAD_BYTES:
+                    raise StatesFailure(
+                        "States.Runtime",
+                        f"The value assigned to the variable '{name}' is larger than "
+                        f"{MAX_PAYLOAD_BYTES} bytes (256 KiB).",
+                    )
+            raise StatesFailure(
+                "States.Runtime",
+                f"The Assign field of state '{frame.state.name}' is larger than "
+                f"{MAX_PAYLOAD_BYTES} bytes (256 KiB).",
+            )
+        total = payload_size({**frame.variables, **assigned})
+        if total > MAX_VARIABLES_BYTES:
+            raise StatesFailure(
+                "States.Runtime",
+                f"The workflow variables would take {total} bytes; the limit is "
+                f"{MAX_VARIABLES_BYTES} bytes (10 MiB) per execution.",
+            )
 
     def _propagate_failure(self, frame: Frame) -> None:
         """The frame failed: the execution fails, or the owning Parallel/Map state does."""
@@ -985,7 +1014,7 @@ class Execution:
             self._close("ExecutionFailed", {"error": error, "cause": cause})
             return
         if parent.state.type == "Parallel":
-            meta = self._failure_decision(parent, error, cause)
+            meta = self.failure_decision(parent, error, cause)
             self._emit(parent, "ParallelStateFailed", meta=meta, previous=len(self.events))
             if "retry" in meta:
                 self.commands.append(
@@ -1020,7 +1049,7 @@ class Execution:
         if count is not None or percentage is not None:
             error = "States.ExceedToleratedFailureThreshold"
             cause = "The specified tolerated failure threshold was exceeded"
-        decision = self._failure_decision(frame, error, cause)
+        decision = self.failure_decision(frame, error, cause)
         # The decision goes into MapIterationFailed's meta, so that a fold stopping right
         # after it knows the Map is failing. AWS shows a Map retry as a new MapStateStarted,
         # with no MapStateFailed before it.
