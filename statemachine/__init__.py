@@ -17,6 +17,7 @@ from statemachine.errors import (
 from statemachine.events import Command, Decision, Event, Incoming
 from statemachine.interpreter import Execution, decide, replay
 from statemachine.local import (
+    NEVER,
     LocalResult,
     MockConfigError,
     MockTasks,
@@ -24,8 +25,10 @@ from statemachine.local import (
     TaskRequest,
     run_local,
 )
+from statemachine.teststate import TestStateResult, test_state
 
 __all__ = [
+    "NEVER",
     "Command",
     "Decision",
     "DefinitionError",
@@ -43,9 +46,11 @@ __all__ = [
     "StatesFailure",
     "TaskError",
     "TaskRequest",
+    "TestStateResult",
     "decide",
     "loads",
     "parse",
     "replay",
     "run_local",
+    "test_state",
 ]

@@ -62,6 +62,16 @@ class TaskError(Exception):
 TaskProvider = Callable[[TaskRequest], JSON]
 
 
+class _Never:
+    def __repr__(self) -> str:
+        return "NEVER"
+
+
+# Returned by a task provider for a task that never answers: its TimeoutSeconds or
+# HeartbeatSeconds timers then fire (States.Timeout, States.HeartbeatTimeout).
+NEVER: Any = _Never()
+
+
 @dataclass(slots=True)
 class LocalResult:
     """The outcome of run_local: status, output or error/cause, and the whole history."""
@@ -281,6 +291,8 @@ def _run_task(
         return
     if isinstance(result, TaskError):
         push(when, TaskFailed(command.task_id, result.error, result.cause, when))
+        return
+    if result is NEVER:
         return
     push(when, TaskSucceeded(command.task_id, result, when))
 
