@@ -10,10 +10,12 @@ operand types, Retry/Catch ordering, and warns about legal but suspicious constr
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from statemachine import intrinsics, paths
@@ -384,9 +386,9 @@ class _Checker:
             self.schema("StartAt is missing; name the first state to run", at)
         elif not isinstance(start, str):
             self.schema(f"StartAt must be a state name (a string), not {_kind(start)}", at)
-        else:
+        elif states:
             self.transitions.append((states, start, f"{at}/StartAt"))
-        self.graph(nodes, start if start in states else None, at)
+        self.graph(nodes, start if isinstance(start, str) and start in states else None, at)
         return any(node.busy for node in nodes)
 
     def top_level(self, doc: Mapping[str, JSON]) -> None:
@@ -675,18 +677,27 @@ class _Checker:
                 )
             elif isinstance(value, list):
                 pending.extend((v, f"{where}/{i}") for i, v in enumerate(value))
-            elif isinstance(value, str) and ("{%" in value or "%}" in value):
+            elif isinstance(value, str) and "%" in value:
                 self.jsonata(value, where)
 
     def jsonata(self, text: str, at: str) -> None:
-        stripped = text.strip()
-        if not (stripped.startswith("{%") or stripped.endswith("%}")):
-            return  # a literal string that merely contains the characters
-        if not _is_jsonata(text) or len(text) < 4 or not text[2:-2].strip():
+        # AWS evaluates a string only when it is exactly '{% ... %}'; with anything outside
+        # the delimiters the string is a literal (recorded AWS runs confirm this).
+        if _is_jsonata(text) and len(text) >= 4:
+            problem = _jsonata_problem(text[2:-2])
+            if problem:
+                self.error("INVALID_JSONATA", f"Invalid JSONata expression: {problem}", at)
+        elif text.startswith("{%"):
             self.error(
                 "INVALID_JSONATA",
-                "A JSONata expression must be the whole string, '{% expression %}', with "
-                "nothing outside the delimiters and a non-empty expression inside",
+                "The expression starts with '{%' but does not end with '%}'; close it",
+                at,
+            )
+        elif text.strip().startswith("{%") or text.endswith("%}"):
+            self.warning(
+                "JSONATA_NOT_EVALUATED",
+                "Only a string that is exactly '{% expression %}' is evaluated; with text "
+                "outside the delimiters it is a literal string. Remove the extra text",
                 at,
             )
 
@@ -939,6 +950,23 @@ def _path_problem(
             f"'{value}' is not a reference path: wildcards, filters, slices, unions and "
             "'..' cannot be written to"
         )
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _jsonata_problem(expression: str) -> str | None:
+    if not expression.strip():
+        return "the expression between {% and %} is empty"
+    try:
+        jsonata = importlib.import_module("jsonata")
+    except ImportError:  # optional: without jsonata-python only the delimiters are checked
+        return None
+    try:
+        jsonata.Jsonata(expression)
+    except RecursionError:
+        return "the expression is nested too deeply"
+    except Exception as exc:  # jsonata-python raises JException, and Python errors too
+        return str(exc) or type(exc).__name__
     return None
 
 
@@ -1196,7 +1224,7 @@ def _map(c: _Checker, body: Mapping[str, JSON], at: str, language: str) -> _Nest
     c.exclusive(body, ("Parameters", "ItemSelector"), at)
     for key in ("MaxConcurrency", "ToleratedFailurePercentage", "ToleratedFailureCount"):
         c.exclusive(body, (key, f"{key}Path"), at)
-        value = body[key] if key in body else None
+        value: Any = body[key] if key in body else None
         if key in body and not c.jsonata_or(value, language):
             if key == "ToleratedFailurePercentage":
                 if not _is_number(value) or not 0 <= value <= 100:
