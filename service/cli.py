@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from statemachine import (
     run_local,
 )
 from statemachine.payload import parse_json
+from statemachine.schema import json_schema
 from statemachine.teststate import test_state
+from statemachine.validate import Diagnostic, validate
+from statemachine.validate import result as validation_result
 
 EXIT_SUCCEEDED, EXIT_NOT_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 
@@ -78,9 +82,57 @@ def _print_human(result: Any) -> None:
     print(f"events: {len(result.events)}")
 
 
+def _format_diagnostic(path: str, diagnostic: Diagnostic) -> str:
+    return f"{path}:{diagnostic.location}: {diagnostic.severity} {diagnostic.code} {diagnostic.message}"
+
+
+def _checked_definition(path: str) -> Any:
+    """Read and validate a definition; ERRORs stop the command (as AWS refuses to create it)."""
+    text = _read_file(path, "definition")
+    diagnostics = validate(text)
+    errors = [d for d in diagnostics if d.severity == "ERROR"]
+    if errors:
+        lines = "\n".join(_format_diagnostic(path, d) for d in errors)
+        raise UsageError(f"the definition has {len(errors)} error(s):\n{lines}")
+    return loads(text)
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    """Validate definitions and print every diagnostic like a compiler."""
+    failed = False
+    report: list[dict[str, Any]] = []
+    for path in args.files:
+        diagnostics = validate(_read_file(path, "definition"))
+        if args.severity == "ERROR":
+            diagnostics = [d for d in diagnostics if d.severity == "ERROR"]
+        failed = failed or validation_result(diagnostics) == "FAIL"
+        if args.json:
+            report.append(
+                {
+                    "file": path,
+                    "result": validation_result(diagnostics),
+                    "diagnostics": [asdict(d) for d in diagnostics],
+                }
+            )
+        else:
+            for diagnostic in diagnostics:
+                print(_format_diagnostic(path, diagnostic))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    elif not failed:
+        print(f"{len(args.files)} definition(s) valid", file=sys.stderr)
+    return EXIT_NOT_SUCCEEDED if failed else EXIT_SUCCEEDED
+
+
+def command_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of ASL definitions."""
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_SUCCEEDED
+
+
 def command_run(args: argparse.Namespace) -> int:
     """Run a definition in memory and print the result."""
-    definition = loads(_read_file(args.file, "definition"))
+    definition = _checked_definition(args.file)
     input_value = _input_value(args.input)
     mock_config = None
     if args.mock_config:
@@ -107,6 +159,8 @@ def command_run(args: argparse.Namespace) -> int:
 def command_test_state(args: argparse.Namespace) -> int:
     """Evaluate one state (AWS TestState) and print the result as JSON."""
     document = _parse_json(_read_file(args.file, "definition"), f"definition '{args.file}'")
+    if not (isinstance(document, dict) and "Type" in document and "States" not in document):
+        document = _checked_definition(args.file)
     mock: dict[str, Any] = {}
     if args.mock_result is not None:
         mock["result"] = _input_value(args.mock_result)
@@ -181,6 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--retry-count", type=int, default=0, help="retries already made (default 0)")
     test.add_argument("--compact", action="store_true", help="print the JSON on one line")
     test.set_defaults(handler=command_test_state)
+
+    check = commands.add_parser(
+        "validate",
+        help="check definitions and print every problem with its location",
+        description="Validate ASL definitions (like AWS ValidateStateMachineDefinition, more "
+        "thoroughly): one line per diagnostic, 'file:location: SEVERITY CODE message'. "
+        "Exit code 1 when any definition has an ERROR; WARNINGs never fail.",
+    )
+    check.add_argument("files", metavar="FILE", nargs="+", help="definitions (JSON)")
+    check.add_argument("--json", action="store_true", help="print a JSON report for tools")
+    check.add_argument(
+        "--severity", choices=["ERROR", "WARNING"], default="WARNING", help="lowest severity shown"
+    )
+    check.set_defaults(handler=command_validate)
+
+    schema = commands.add_parser(
+        "schema", help="print a JSON Schema of ASL, for editors to validate while typing"
+    )
+    schema.set_defaults(handler=command_schema)
     return parser
 
 

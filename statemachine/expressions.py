@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -43,10 +44,29 @@ def _text(value: str) -> str:
 
 
 def _jsonata() -> Any:
-    # Imported on first use: definitions without JSONata never pay for the library.
-    import jsonata
+    """The jsonata module, imported on first use (definitions without JSONata never pay).
 
+    Importing it raises Python's recursion limit to 10,000 for the whole process; deep
+    recursion in C code could then overflow the stack instead of raising RecursionError, so
+    the limit is put back. A deeply nested expression fails cleanly instead.
+    """
+    limit = sys.getrecursionlimit()
+    try:
+        import jsonata
+    finally:
+        sys.setrecursionlimit(limit)
     return jsonata
+
+
+def compile_problem(expression: str) -> str | None:
+    """Why a JSONata expression does not compile, or None when it does."""
+    try:
+        _compiled(expression)
+    except RecursionError:
+        return "the expression is nested too deeply"
+    except Exception as exc:  # jsonata-python raises JException, and Python errors too
+        return str(exc) or type(exc).__name__
+    return None
 
 
 @lru_cache(maxsize=2048)

@@ -10,7 +10,6 @@ operand types, Retry/Catch ordering, and warns about legal but suspicious constr
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
-from statemachine import intrinsics, paths
+from statemachine import expressions, intrinsics, paths
 from statemachine.errors import IntrinsicError
 from statemachine.waits import parse_timestamp
 
@@ -957,17 +956,7 @@ def _path_problem(
 def _jsonata_problem(expression: str) -> str | None:
     if not expression.strip():
         return "the expression between {% and %} is empty"
-    try:
-        jsonata = importlib.import_module("jsonata")
-    except ImportError:  # optional: without jsonata-python only the delimiters are checked
-        return None
-    try:
-        jsonata.Jsonata(expression)
-    except RecursionError:
-        return "the expression is nested too deeply"
-    except Exception as exc:  # jsonata-python raises JException, and Python errors too
-        return str(exc) or type(exc).__name__
-    return None
+    return expressions.compile_problem(expression)
 
 
 def _depth(document: JSON) -> int:
