@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from statemachine.local import TaskRequest, run_local
 from statemachine.schema import json_schema
 from statemachine.validate import STATE_TYPES, Diagnostic, result, validate
 
@@ -64,6 +64,8 @@ def test_conformance_definition_has_no_error(path: Path) -> None:
     # The same verdict from JSON text and from UTF-8 bytes.
     assert validate(json.dumps(definition)) == diagnostics
     assert validate(json.dumps(definition).encode()) == diagnostics
+    # And the engine runs it without raising, whatever the tasks answer.
+    _run_clean(definition)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,7 @@ def test_result_helper() -> None:
     assert result([Diagnostic("ERROR", "MISSING_END_STATE", "m", "/States")]) == "FAIL"
 
 
-def test_two_thousand_states_validate_quickly() -> None:
+def test_two_thousand_states_validate() -> None:
     states: dict[str, Any] = {}
     for i in range(2000):
         nxt = f"S{i + 1}" if i < 1999 else None
@@ -153,11 +155,8 @@ def test_two_thousand_states_validate_quickly() -> None:
             state["End"] = True
         states[f"S{i}"] = state
     definition = json.dumps({"StartAt": "S0", "States": states})
-    start = time.perf_counter()
-    diagnostics = validate(definition)
-    elapsed = time.perf_counter() - start
-    assert result(diagnostics) == "OK"
-    assert elapsed < 2.0  # the target is 0.5 s; bench/validate.py measures it properly
+    # Its speed is measured by bench/validate.py, beside a baseline, not asserted here.
+    assert result(validate(definition)) == "OK"
 
 
 def test_json_schema_covers_every_state_type() -> None:
@@ -299,3 +298,30 @@ def test_any_json_value_never_raises(value: Any) -> None:
     diagnostics = validate(json.dumps(value))
     assert all(isinstance(d, Diagnostic) for d in diagnostics)
     assert result(diagnostics) == "FAIL"
+
+
+def _any_task(request: TaskRequest) -> Any:
+    return {"echo": request.parameters, "attempt": request.attempt}
+
+
+def _run_clean(document: Any) -> None:
+    """A definition without ERRORs runs to an end; failures are ASL errors, never exceptions."""
+    outcome = run_local(document, {"x": 1, "items": [1, 2]}, tasks=_any_task, max_events=400)
+    assert outcome.status in ("SUCCEEDED", "FAILED", "TIMED_OUT")
+    if outcome.status != "SUCCEEDED":
+        assert outcome.error is None or isinstance(outcome.error, str)
+        assert outcome.events[-1].type in ("ExecutionFailed", "ExecutionTimedOut")
+
+
+@pytest.mark.parametrize("seed", range(len(SEEDS)))
+def test_valid_seed_definitions_run_without_exceptions(seed: int) -> None:
+    document = SEEDS[seed]
+    assert result(validate(document)) == "OK"
+    _run_clean(document)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_definitions_that_validate_never_make_the_engine_raise(document: Any) -> None:
+    if result(validate(document)) == "OK":
+        _run_clean(document)
