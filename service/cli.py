@@ -58,13 +58,13 @@ def _parse_json(text: str | bytes, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
-def _input_value(option: str | None) -> Any:
-    """``--input`` takes JSON text, or ``@file`` to read it from a file; absent means {}."""
+def _input_value(option: str | None, name: str = "--input") -> Any:
+    """An option taking JSON text, or ``@file`` to read it from a file; absent means {}."""
     if not option:
         return {}
     if option.startswith("@"):
-        return _parse_json(_read_file(option[1:], "input file"), f"input file '{option[1:]}'")
-    return _parse_json(option, "--input")
+        return _parse_json(_read_file(option[1:], f"{name} file"), f"{name} file '{option[1:]}'")
+    return _parse_json(option, name)
 
 
 def _print_human(result: Any) -> None:
@@ -163,11 +163,11 @@ def command_test_state(args: argparse.Namespace) -> int:
         document = _checked_definition(args.file)
     mock: dict[str, Any] = {}
     if args.mock_result is not None:
-        mock["result"] = _input_value(args.mock_result)
+        mock["result"] = _input_value(args.mock_result, "--mock-result")
     if args.mock_error is not None:
         mock["error"] = args.mock_error
         mock["cause"] = args.mock_cause
-    variables = _input_value(args.variables) if args.variables else None
+    variables = _input_value(args.variables, "--variables") if args.variables else None
     if variables is not None and not isinstance(variables, dict):
         raise UsageError("--variables must be a JSON object")
     result = test_state(

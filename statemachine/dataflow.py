@@ -234,7 +234,12 @@ def wait_fields(ex: Execution, frame: Frame) -> tuple[Mapping[str, JSON], JSON]:
     ev = evaluator(ex, frame)
     fields: dict[str, JSON] = {}
     if "Seconds" in state.raw:
-        fields["Seconds"] = ev.typed(state.raw["Seconds"], "Seconds", "integer")
+        seconds = ev.typed(state.raw["Seconds"], "Seconds", "integer")
+        if isinstance(seconds, int | float) and seconds < 0:
+            raise QueryEvaluationError(
+                "Seconds", f"The Seconds field of a Wait state cannot be negative: {seconds}"
+            )
+        fields["Seconds"] = seconds
     if "Timestamp" in state.raw:
         fields["Timestamp"] = ev.typed(state.raw["Timestamp"], "Timestamp", "string")
     return fields, frame.raw_input
@@ -247,9 +252,9 @@ def fail_state(ex: Execution, frame: Frame) -> tuple[JSON, JSON]:
     if state.jsonata:
         ev = evaluator(ex, frame)
         if error is not None:
-            error = ev.field(error, "Error")
+            error = ev.typed(error, "Error", "string")
         if cause is not None:
-            cause = ev.field(cause, "Cause")
+            cause = ev.typed(cause, "Cause", "string")
         return error, cause
     for key in ("ErrorPath", "CausePath"):
         path = state.get(key)

@@ -26,6 +26,20 @@ JSON = Any
 QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
 
 
+MAX_RANGE = 1000  # like States.ArrayRange; a larger $range is an error, never cut silently
+_HASHES = {
+    "MD5": "md5",
+    "SHA-1": "sha1",
+    "SHA-256": "sha256",
+    "SHA-384": "sha384",
+    "SHA-512": "sha512",
+}
+
+
+class FunctionError(Exception):
+    """One of Step Functions' JSONata functions was called wrongly (the message says how)."""
+
+
 class QueryEvaluationError(StatesFailure):
     """A JSONata expression failed; ``location`` names the field (``Output/result``)."""
 
@@ -104,6 +118,7 @@ class Evaluator:
         self.states = states
         self.variables = variables
         self.rng = rng
+        self._random: random.Random | None = None
 
     def field(self, value: JSON, location: str) -> JSON:
         """Evaluate a field: expression strings anywhere inside it, literals as they are."""
@@ -149,6 +164,12 @@ class Evaluator:
                 f"The JSONata expression '{text}' specified for the field '{location}' threw an "
                 "error during evaluation. The expression is nested too deeply",
             ) from None
+        except FunctionError as exc:
+            raise QueryEvaluationError(
+                location,
+                f"The JSONata expression '{text}' specified for the field '{location}' threw an "
+                f"error during evaluation. {exc}",
+            ) from None
         except Exception as exc:  # jsonata-python lets Python errors through (1/0, bad types)
             raise QueryEvaluationError(
                 location,
@@ -169,50 +190,64 @@ class Evaluator:
         compiled.set_output_convert_nulls(False)
         return compiled.evaluate(None, bindings)
 
+    def _generator(self) -> random.Random:
+        # One generator per state evaluation: successive $uuid()/$random() calls differ, and a
+        # replay of the same history draws the same values.
+        if self._random is None:
+            self._random = self.rng()
+        return self._random
+
     def _functions(self) -> dict[str, Callable[..., JSON]]:
         """The functions Step Functions adds to JSONata's library."""
-        rng = self.rng
 
         def partition(array: JSON, size: JSON) -> JSON:
-            if not isinstance(array, list) or not _is_integer(size) or size <= 0:
-                raise _jsonata().JException("D3030", -1)
+            if not isinstance(array, list):
+                raise FunctionError(
+                    f"$partition: the first argument must be an array, not {_type_name(array)}"
+                )
+            if not _is_integer(size) or size <= 0:
+                raise FunctionError(
+                    f"$partition: the size must be a positive integer, not {_show(size)}"
+                )
             return [array[i : i + int(size)] for i in range(0, len(array), int(size))]
 
         def range_(start: JSON, end: JSON, step: JSON = 1) -> JSON:
-            if not all(_is_integer(v) for v in (start, end, step)) or step == 0:
+            if not all(_is_integer(v) for v in (start, end, step)):
+                raise FunctionError("$range: start, end and step must be integers")
+            if step == 0:
                 return []
             start, end, step = int(start), int(end), int(step)
             stop = end + (1 if step > 0 else -1)
+            if len(range(start, stop, step)) > MAX_RANGE:
+                raise FunctionError(f"$range: the result would have more than {MAX_RANGE} items")
             # A JSONata sequence: one value collapses to that value, as AWS returns it.
-            values = list(range(start, stop, step))[:1000]
-            return _jsonata().utils.Utils.create_sequence_from_iter(values)
+            return _jsonata().utils.Utils.create_sequence_from_iter(range(start, stop, step))
 
         def hash_(data: JSON, algorithm: JSON) -> JSON:
-            names = {
-                "MD5": "md5",
-                "SHA-1": "sha1",
-                "SHA-256": "sha256",
-                "SHA-384": "sha384",
-                "SHA-512": "sha512",
-            }
-            if not isinstance(data, str) or algorithm not in names:
-                raise _jsonata().JException("D3030", -1)
-            return hashlib.new(names[algorithm], data.encode()).hexdigest()
+            if not isinstance(data, str):
+                raise FunctionError(f"$hash: the data must be a string, not {_type_name(data)}")
+            if algorithm not in _HASHES:
+                raise FunctionError(
+                    f"$hash: unknown algorithm {_show(algorithm)}; use one of {', '.join(_HASHES)}"
+                )
+            return hashlib.new(_HASHES[algorithm], data.encode()).hexdigest()
 
         def random_(seed: JSON = None) -> JSON:
-            generator = random.Random(seed) if seed is not None else rng()
+            generator = random.Random(seed) if seed is not None else self._generator()
             return generator.random()
 
         def uuid_() -> JSON:
-            return str(uuid.UUID(int=rng().getrandbits(128), version=4))
+            return str(uuid.UUID(int=self._generator().getrandbits(128), version=4))
 
         def parse(text: JSON) -> JSON:
             if not isinstance(text, str):
-                raise _jsonata().JException("D3030", -1)
+                raise FunctionError(
+                    f"$parse: the argument must be a string, not {_type_name(text)}"
+                )
             try:
                 return _to_jsonata(json.loads(text))
-            except ValueError:
-                raise _jsonata().JException("D3030", -1) from None
+            except ValueError as exc:
+                raise FunctionError(f"$parse: the string is not valid JSON ({exc})") from None
 
         return {
             "partition": partition,

@@ -88,7 +88,7 @@ class LocalResult:
             "status": self.status,
             "output": None
             if self.output is None and self.status != "SUCCEEDED"
-            else json.dumps(self.output),
+            else json.dumps(self.output, separators=(",", ":"), ensure_ascii=False),
             "error": self.error,
             "cause": self.cause,
             "events": [_event_json(event) for event in self.events if not event.child],

@@ -202,7 +202,11 @@ def _failure(
         delay = retrier.interval_seconds * retrier.backoff_rate**retry_count
         if retrier.max_delay_seconds is not None:
             delay = min(delay, retrier.max_delay_seconds)
-        details = {"retryIndex": decision["retry"], "retryBackoffIntervalSeconds": delay}
+        # An integer, as AWS's TestState API types it.
+        details = {
+            "retryIndex": decision["retry"],
+            "retryBackoffIntervalSeconds": round(delay),
+        }
         return TestStateResult(
             "RETRIABLE", error=error, cause=cause, inspection={"errorDetails": details}
         )

@@ -47,7 +47,12 @@ def max_concurrency(fields: Mapping[str, JSON], read: Callable[[str], JSON]) -> 
     """A Map's MaxConcurrency (0: unlimited); MaxConcurrencyPath may name a numeric string."""
     if "MaxConcurrencyPath" not in fields:
         value = fields.get("MaxConcurrency", 0)
-        return value if _is_int(value) and value >= 0 else 0
+        if not _is_int(value) or value < 0:
+            raise StatesFailure(
+                "States.Runtime",
+                f"MaxConcurrency must be a non-negative integer, not {_show(value)}",
+            )
+        return value  # type: ignore[no-any-return]
     path = fields["MaxConcurrencyPath"]
     value = _numeric_string(read(path), int)
     if not _is_int(value) or value < 0:
