@@ -80,44 +80,39 @@ _CLOSING = frozenset(
 
 
 class Frame:
-    """One running machine: the execution itself, a Parallel branch or a Map iteration."""
+    """One running machine: the execution itself, a Parallel branch or a Map iteration.
 
-    __slots__ = (
-        "aborted",
-        "cause",
-        "child",
-        "children",
-        "decision",
-        "entered_id",
-        "entered_time",
-        "error",
-        "finished",
-        "index",
-        "items",
-        "last_id",
-        "machine",
-        "map_done",
-        "map_failed",
-        "map_length",
-        "map_next",
-        "map_results",
-        "max_concurrency",
-        "output",
-        "parent",
-        "phase",
-        "raw_input",
-        "result",
-        "retry_counts",
-        "scope",
-        "seq",
-        "started_id",
-        "state",
-        "task_id",
-        "timer_id",
-        "tolerated_count",
-        "tolerated_percentage",
-        "variables",
-    )
+    Fields a frame needs only as a Parallel or Map owner (children, results, concurrency)
+    default to class-level values and are set when the state starts: a Map of 10,000
+    iterations creates 10,000 frames, so creating one must be cheap.
+    """
+
+    phase = "enter"
+    entered_id = 0
+    entered_time: datetime | None = None
+    output: JSON = None
+    error: str | None = None
+    cause: str | None = None
+    result: JSON = None
+    retry_counts: dict[int, int] = {}  # noqa: RUF012 - replaced when a state is entered
+    task_id = 0
+    timer_id = ""
+    started_id = 0
+    children: dict[int, Frame] = {}  # noqa: RUF012 - replaced when a Parallel/Map starts
+    decision: dict[str, JSON] = {}  # noqa: RUF012 - how a failing Map ends (retry/catch/fail)
+    finished: dict[int, None] = {}  # noqa: RUF012 - children done but not yet reported
+    items: list[JSON] | None = None
+    map_length = 0
+    map_next = 0
+    map_done = 0
+    map_failed = 0
+    map_results: dict[int, JSON] = {}  # noqa: RUF012
+    max_concurrency = 0
+    tolerated_count: float | None = None
+    tolerated_percentage: float | None = None
+    aborted = False
+    queued = False  # already in the run queue
+    own_variables = False  # the frame has assigned variables of its own (copy on write)
 
     def __init__(
         self,
@@ -137,34 +132,20 @@ class Frame:
         self.index = index
         self.raw_input = raw_input
         self.last_id = last_id
+        # A branch or iteration reads its parent's variables until it assigns its own.
         self.variables = variables
-        self.phase = "enter"
         self.state: State = machine.states[machine.start_at]
-        self.entered_id = 0
-        self.entered_time: datetime | None = None
-        self.output: JSON = None
-        self.error: str | None = None
-        self.cause: str | None = None
-        self.result: JSON = None
-        self.retry_counts: dict[int, int] = {}
-        self.task_id = 0
-        self.timer_id = ""
-        self.started_id = 0
-        self.children: dict[int, Frame] = {}
-        self.decision: dict[str, JSON] = {}  # how a failing Map ends (retry/catch/fail)
-        self.finished: dict[int, None] = {}  # children done but not yet reported, in order
-        self.items: list[JSON] | None = None
-        self.map_length = 0
-        self.map_next = 0
-        self.map_done = 0
-        self.map_failed = 0
-        self.map_results: dict[int, JSON] = {}
-        self.max_concurrency = 0
-        self.tolerated_count: float | None = None
-        self.tolerated_percentage: float | None = None
-        self.aborted = False
         # The distributed Map child execution this frame runs in ("" for the execution itself).
         self.child: str = parent.child if parent is not None else ""
+
+    def assign(self, values: Mapping[str, JSON]) -> None:
+        """Set variables in this frame's scope (never in an outer one)."""
+        if not self.own_variables:
+            self.variables = (
+                self.variables.new_child() if self.parent is not None else self.variables
+            )
+            self.own_variables = True
+        self.variables.update(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +201,7 @@ class Execution:
         self.frames: dict[str, Frame] = {}
         self.tasks: dict[int, Frame] = {}  # pending task id -> frame
         self.timers: dict[str, Frame] = {}  # pending timer id -> frame
-        self.runnable: list[tuple[int, str]] = []
+        self.runnable: list[tuple[int, Frame]] = []  # frames with work to do, by creation order
         self.now: datetime = datetime.min
         self.seq = 0
         self.folding = False
@@ -269,7 +250,9 @@ class Execution:
         return event
 
     def _mark(self, frame: Frame) -> None:
-        heapq.heappush(self.runnable, (frame.seq, frame.scope))
+        if not frame.queued:
+            frame.queued = True
+            heapq.heappush(self.runnable, (frame.seq, frame))
 
     def _new_frame(
         self,
@@ -280,9 +263,7 @@ class Execution:
         raw_input: JSON,
         last_id: int,
     ) -> Frame:
-        variables: ChainMap[str, JSON] = (
-            parent.variables.new_child() if parent is not None else ChainMap({})
-        )
+        variables: ChainMap[str, JSON] = parent.variables if parent is not None else ChainMap({})
         frame = Frame(scope, self.seq, machine, parent, index, raw_input, last_id, variables)
         self.seq += 1
         self.frames[scope] = frame
@@ -354,7 +335,7 @@ class Execution:
         details = event.details
         assigned = details.get("assignedVariables")
         if assigned:
-            frame.variables.update(assigned)
+            frame.assign(assigned)
         nxt = event.meta.get("next", frame.state.next)
         if nxt is None:
             frame.phase = "done"
@@ -429,6 +410,7 @@ class Execution:
         if frame.state.distributed:
             child.child = scope
             child.variables = ChainMap({})  # a distributed Map's children see no outer variables
+            child.own_variables = True
         frame.children[index] = child
         frame.map_next = index + 1
 
@@ -616,37 +598,21 @@ class Execution:
 
     def _run(self) -> None:
         while self.runnable and self.status == RUNNING:
-            seq, scope = heapq.heappop(self.runnable)
-            frame = self.frames.get(scope)
-            if frame is None or frame.seq != seq or frame.aborted:
-                continue
-            self._step(frame)
+            frame = heapq.heappop(self.runnable)[1]
+            frame.queued = False
+            if not frame.aborted:
+                self._step(frame)
 
     def _step(self, frame: Frame) -> None:
         phase = frame.phase
+        step = _STEPS.get(phase)
+        if step is None:
+            return  # waiting for the world (a task, a timer) or finished
         try:
-            self._step_phase(frame, phase)
+            step(self, frame)
         except StatesFailure as failure:
             # A failure while catching (the catcher's ResultPath or Assign) is not caught again.
             self._failed(frame, failure, from_fail_state=phase == "caught")
-
-    def _step_phase(self, frame: Frame, phase: str) -> None:
-        if phase == "enter":
-            self._enter(frame)
-        elif phase == "active":
-            self._execute(frame)
-        elif phase == "result":
-            self._finish_result(frame)
-        elif phase == "caught":
-            self._caught(frame)
-        elif phase == "failed":
-            self._propagate_failure(frame)
-        elif phase == "done":
-            self._frame_done(frame)
-        elif phase == "children":
-            self._children_progress(frame)
-        elif phase == "map-failing":
-            self._map_failing(frame)
 
     # ------------------------------------------------------------------ what dataflow uses
 
@@ -1191,6 +1157,18 @@ class Execution:
         if frame.parent is None:
             self._close("ExecutionSucceeded", {"output": frame.output})
 
+
+# What a runnable frame does next, by its phase.
+_STEPS: dict[str, Callable[[Execution, Frame], None]] = {
+    "enter": Execution._enter,
+    "active": Execution._execute,
+    "result": Execution._finish_result,
+    "caught": lambda ex, frame: ex._caught(frame),
+    "failed": Execution._propagate_failure,
+    "done": Execution._frame_done,
+    "children": Execution._children_progress,
+    "map-failing": Execution._map_failing,
+}
 
 _CLOSED_STATUS = {
     "ExecutionSucceeded": SUCCEEDED,
