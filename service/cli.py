@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from service.db.engine import DatabaseURLError
 from statemachine import (
     DefinitionError,
     InvalidExecutionInput,
@@ -122,6 +124,41 @@ def command_validate(args: argparse.Namespace) -> int:
     elif not failed:
         print(f"{len(args.files)} definition(s) valid", file=sys.stderr)
     return EXIT_NOT_SUCCEEDED if failed else EXIT_SUCCEEDED
+
+
+DATABASE_HELP = (
+    "postgresql://user@host:port/db or sqlite:///path (default: $STATEWRIGHT_DATABASE_URL, "
+    "else the embedded SQLite store in .statewright/)"
+)
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    return args.database_url or os.environ.get("STATEWRIGHT_DATABASE_URL") or None
+
+
+def command_db_upgrade(args: argparse.Namespace) -> int:
+    """Migrate the schema to the latest version."""
+    from service.db.engine import normalize_url
+    from service.db.migrate import upgrade
+
+    url = _database_url(args)
+    normalize_url(url)  # a bad URL is a usage error, before Alembic runs
+    upgrade(url)
+    print("schema is up to date", file=sys.stderr)
+    return EXIT_SUCCEEDED
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    """Run a worker until SIGTERM."""
+    from service.db.engine import normalize_url
+    from service.worker.loop import main as worker_main
+
+    url = _database_url(args)
+    normalize_url(url)
+    if args.lanes < 1:
+        raise UsageError("--lanes must be at least 1")
+    worker_main(url, lanes=args.lanes)
+    return EXIT_SUCCEEDED
 
 
 def command_schema(args: argparse.Namespace) -> int:
@@ -250,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=command_validate)
 
+    db = commands.add_parser("db", help="database schema commands")
+    db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND")
+    db_upgrade = db_commands.add_parser(
+        "upgrade", help="create or migrate the schema to the latest version (Alembic)"
+    )
+    db_upgrade.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    db_upgrade.set_defaults(handler=command_db_upgrade)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker: decide executions durably until SIGTERM",
+        description="Claim executions that need a decision, run the engine, and append the "
+        "result in one transaction. Run any number of workers against one database.",
+    )
+    worker.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    worker.add_argument("--lanes", type=int, default=2, help="concurrent decisions (default 2)")
+    worker.set_defaults(handler=command_worker)
+
     schema = commands.add_parser(
         "schema", help="print a JSON Schema of ASL, for editors to validate while typing"
     )
@@ -266,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code: int = args.handler(args)
-    except (UsageError, MockConfigError, InvalidExecutionInput) as exc:
+    except (UsageError, MockConfigError, InvalidExecutionInput, DatabaseURLError) as exc:
         print(f"statewright: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DefinitionError as exc:

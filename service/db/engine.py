@@ -1,0 +1,69 @@
+"""Database URLs and engines: Postgres (asyncpg) in production, SQLite (aiosqlite) embedded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+DEFAULT_SQLITE_PATH = Path(".statewright") / "statewright.db"
+
+
+class DatabaseURLError(ValueError):
+    """A database URL Statewright cannot use; the message says which forms work."""
+
+
+def normalize_url(url: str | None) -> str:
+    """Accept ``postgresql://``, ``postgresql+asyncpg://``, ``sqlite:///path``; default: embedded SQLite."""
+    if not url:
+        return f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError for garbage
+        raise DatabaseURLError(f"not a database URL: {url!r} ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    raise DatabaseURLError(
+        f"unsupported database {backend!r}: use postgresql://user@host:port/db or sqlite:///path"
+    )
+
+
+def is_postgres(url: str) -> bool:
+    """Whether a normalized URL names a Postgres database."""
+    return url.startswith("postgresql")
+
+
+def create_engine(url: str | None, *, pool_size: int = 5) -> AsyncEngine:
+    """An async engine for ``url`` (normalized first)."""
+    url = normalize_url(url)
+    if is_postgres(url):
+        return create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    path = make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(connection, _record):  # type: ignore[no-untyped-def]
+        # WAL lets readers run beside the writer; foreign keys are off by default in SQLite.
+        connection.isolation_level = None  # SQLAlchemy issues BEGIN itself (below)
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _sqlite_begin(connection):  # type: ignore[no-untyped-def]
+        # Take the write lock at BEGIN: a decision reads then writes, and two deciders must
+        # serialise instead of failing to upgrade a read lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,165 @@
+"""The schema: SQLModel tables. Alembic migrations (alembic/versions) are the only way it changes.
+
+* ``state_machines`` and their immutable ``state_machine_versions`` (a definition is never
+  changed in place; an update publishes a new version);
+* ``executions``: one row per execution, with the columns derived from its history (status,
+  output) written in the same transaction as the events, and the fencing ``version`` (the
+  number of events); ``wake_at`` says when it next needs a decision (now: something is in its
+  inbox; later: its next timer). A decider holds the row locked for the whole decision
+  (``SELECT ... FOR UPDATE SKIP LOCKED``), so the lock is the lease: it ends with the
+  transaction, also when the worker dies, and no clock decides who owns what;
+* ``events``: the append-only history, primary key (execution_id, seq);
+* ``payloads``: large JSON values stored once by their SHA-256 and referenced from events,
+  inputs and outputs (a state's output is the next state's input: one copy, not two);
+* ``inbox``: incoming events waiting for a decision (start, task results, callbacks, stop);
+* ``timers``: durable timers (Wait, Retry back-off, task timeouts and heartbeats, execution
+  timeout); a due timer becomes a TimerFired in the next decision;
+* ``outbox``: tasks for runners (ScheduleTask commands), with their task token.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# Payload text at or above this size goes to the payloads table, referenced by hash.
+PAYLOAD_INLINE_LIMIT = 1024
+
+
+def _now_column() -> sa.Column[datetime]:
+    return sa.Column(sa.DateTime(timezone=True), nullable=False)
+
+
+class StateMachineRow(SQLModel, table=True):
+    """A state machine: a name and its versions."""
+
+    __tablename__ = "state_machines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=80, unique=True)
+    arn: str = Field(max_length=256, unique=True)
+    type: str = Field(default="STANDARD", max_length=16)
+    role_arn: str = Field(default="", max_length=256)
+    created_at: datetime = Field(sa_column=_now_column())
+
+
+class StateMachineVersionRow(SQLModel, table=True):
+    """One immutable definition of a state machine."""
+
+    __tablename__ = "state_machine_versions"
+    __table_args__ = (sa.UniqueConstraint("state_machine_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    state_machine_id: int = Field(foreign_key="state_machines.id", index=True)
+    version: int
+    definition: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    definition_sha256: str = Field(max_length=64)
+    description: str = Field(default="", max_length=256)
+    created_at: datetime = Field(sa_column=_now_column())
+
+
+class ExecutionRow(SQLModel, table=True):
+    """An execution: what its history says, summarised, plus its lease."""
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        sa.UniqueConstraint("state_machine_id", "name"),
+        sa.Index("ix_executions_wake_at", "wake_at"),
+        sa.Index("ix_executions_status_started", "status", "started_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    arn: str = Field(max_length=512, unique=True)
+    name: str = Field(max_length=80)
+    state_machine_id: int = Field(foreign_key="state_machines.id")
+    version_id: int = Field(foreign_key="state_machine_versions.id")
+    status: str = Field(max_length=16)
+    input_ref: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    output_ref: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    error: str | None = Field(default=None, max_length=256)
+    cause: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    started_at: datetime = Field(sa_column=_now_column())
+    stopped_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    seed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # Fencing: the number of events in the history; an append names the version it extends.
+    version: int = 0
+    wake_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+
+
+class EventRow(SQLModel, table=True):
+    """One history event; ``details`` and ``meta`` are JSON text with large values by reference."""
+
+    __tablename__ = "events"
+
+    execution_id: str = Field(foreign_key="executions.id", primary_key=True, max_length=36)
+    seq: int = Field(primary_key=True)
+    type: str = Field(max_length=64)
+    timestamp: datetime = Field(sa_column=_now_column())
+    previous_event_id: int
+    scope: str = Field(default="", max_length=256)
+    child: str = Field(default="", max_length=256)
+    details: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    meta: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+
+
+class PayloadRow(SQLModel, table=True):
+    """A JSON value stored once, by the SHA-256 of its text."""
+
+    __tablename__ = "payloads"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    size: int
+
+
+class InboxRow(SQLModel, table=True):
+    """An incoming event waiting for the execution's next decision."""
+
+    __tablename__ = "inbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: str = Field(foreign_key="executions.id", index=True, max_length=36)
+    kind: str = Field(max_length=32)
+    body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(sa_column=_now_column())
+
+
+class TimerRow(SQLModel, table=True):
+    """A durable timer; ``fire_at`` in the past means due."""
+
+    __tablename__ = "timers"
+    __table_args__ = (sa.Index("ix_timers_execution_fire_at", "execution_id", "fire_at"),)
+
+    execution_id: str = Field(foreign_key="executions.id", primary_key=True, max_length=36)
+    timer_id: str = Field(primary_key=True, max_length=128)
+    fire_at: datetime = Field(sa_column=_now_column())
+
+
+class OutboxRow(SQLModel, table=True):
+    """A task for a runner: run ``resource`` with ``parameters``, answer into the inbox."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.UniqueConstraint("execution_id", "task_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: str = Field(foreign_key="executions.id", index=True, max_length=36)
+    task_id: int
+    state_name: str = Field(max_length=80)
+    resource: str = Field(max_length=2048)
+    parameters_ref: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    idempotency_key: str = Field(max_length=600, unique=True)
+    task_token: str | None = Field(default=None, max_length=128, unique=True)
+    timeout_seconds: float | None = None
+    heartbeat_seconds: float | None = None
+    status: str = Field(default="PENDING", max_length=16, index=True)
+    created_at: datetime = Field(sa_column=_now_column())
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claim_expires_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )

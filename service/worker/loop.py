@@ -1,0 +1,128 @@
+"""The worker process: decide for executions that need it, until told to stop.
+
+Wake-ups: Postgres LISTEN/NOTIFY (a start or a task result wakes a worker within
+milliseconds), the earliest ``wake_at`` (timers), and polling as a fallback. A worker that
+loses its database retries with back-off and goes on; SIGTERM lets the decisions in flight
+finish (their transactions commit or roll back), then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import queries
+from service.db.engine import create_engine, is_postgres, normalize_url
+from service.worker.decider import Decider
+
+log = logging.getLogger("statewright.worker")
+
+
+class Worker:
+    """Decides executions with ``lanes`` concurrent deciders on one engine."""
+
+    def __init__(
+        self,
+        database_url: str | None,
+        *,
+        lanes: int = 2,
+        poll_seconds: float = 1.0,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.url = normalize_url(database_url)
+        self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
+        self.decider = Decider(self.engine)
+        # SQLite has one writer at a time: more lanes would only wait on its lock.
+        self.lanes = lanes if is_postgres(self.url) else 1
+        self.poll_seconds = poll_seconds
+        self.stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the decisions in flight, then return from run()."""
+        self.stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until stop() (or SIGTERM/SIGINT when installed by main)."""
+        listener = asyncio.create_task(self._listen()) if is_postgres(self.url) else None
+        try:
+            await asyncio.gather(*(self._lane(i) for i in range(self.lanes)))
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            await self.engine.dispose()
+
+    async def _lane(self, number: int) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            try:
+                worked = await self.decider.decide_one()
+                backoff = 0.1
+            except queries.StaleVersion:
+                continue  # another worker moved it on; the row is free again
+            except Exception as exc:  # the database went away, or a driver error
+                log.warning("lane %d: %s; retrying in %.1f s", number, exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0) * (0.5 + random.random())
+                continue
+            if not worked:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        timeout = self.poll_seconds
+        try:
+            async with self.engine.connect() as conn:
+                wake = await queries.next_wake(conn)
+                at = await queries.now(conn)
+            if wake is not None:
+                timeout = min(timeout, max((wake - at).total_seconds(), 0.0))
+        except Exception:  # the database is away: poll again later
+            pass
+        await self._sleep(timeout)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; reconnect when it drops."""
+        while not self.stopping.is_set():
+            try:
+                async with self.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+                    await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                    while not self.stopping.is_set() and not driver.is_closed():
+                        await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listener: %s; reconnecting", exc)
+                await asyncio.sleep(1.0)
+
+
+def main(database_url: str | None, lanes: int = 2) -> None:
+    """Run a worker in this process until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        worker = Worker(database_url, lanes=lanes)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        log.info("worker started at %s", datetime.now(UTC).isoformat())
+        await worker.run()
+        log.info("worker stopped after %d decisions", worker.decider.decisions)
+
+    asyncio.run(run())
