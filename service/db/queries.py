@@ -384,10 +384,10 @@ async def load_events(conn: AsyncConnection, execution_id: str, after: int = 0) 
     for row, details, meta in decoded:
         detail_values = {**details["v"], **{k: values[r] for k, r in details.get("r", {}).items()}}
         meta_values = {**meta["v"], **{k: values[r] for k, r in meta.get("r", {}).items()}}
+        timestamp = _aware(row[2])
+        assert timestamp is not None
         out.append(
-            Event(
-                row[0], row[1], _aware(row[2]), row[3], detail_values, row[4], meta_values, row[5]
-            )  # type: ignore[arg-type]
+            Event(row[0], row[1], timestamp, row[3], detail_values, row[4], meta_values, row[5])
         )
     return out
 
@@ -452,6 +452,7 @@ async def finish_decision(
     closed: Mapping[str, JSON] | None,
 ) -> None:
     """Move the execution to ``new_version`` (fencing on ``expected_version``) and set wake_at."""
+    wake: Any
     if status == "RUNNING":
         wake = (
             sa.select(sa.func.min(timers.c.fire_at))
