@@ -190,6 +190,7 @@ class Execution:
     def __init__(self, definition: StateMachine, max_events: int = MAX_HISTORY_EVENTS) -> None:
         self.definition = definition
         self.max_events = max_events
+        self.visible = 0  # events of the execution's own history (not of distributed children)
         # Intermediate values of the data flow, recorded only for TestState's inspection.
         self.trace: dict[str, JSON] | None = None
         self.events: list[Event] = []
@@ -216,6 +217,8 @@ class Execution:
                 raise HistoryError(f"event {event.id} follows event {len(self.events)}")
             self.now = event.timestamp
             self.events.append(event)
+            if not event.child:
+                self.visible += 1
             self._apply(event)
         self.folding = False
 
@@ -230,7 +233,8 @@ class Execution:
         """Append one event and fold it in at once (the only way the state changes)."""
         events = self.events
         count = len(events)
-        if count >= self.max_events - 1 and event_type not in _CLOSING:
+        # The cap counts the execution's own history, not its distributed Map children's.
+        if self.visible >= self.max_events - 1 and event_type not in _CLOSING:
             raise _HistoryFull
         if frame is None:
             scope, child = "", ""
@@ -245,6 +249,8 @@ class Execution:
                 child = f"{frame.started_id}.{details['index']}"
         event = Event(count + 1, event_type, self.now, previous, details, scope, meta, child)
         events.append(event)
+        if not child:
+            self.visible += 1
         self.new_events.append(event)
         self._apply(event)
         return event
