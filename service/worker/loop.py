@@ -42,6 +42,7 @@ class Worker:
         self.lanes = lanes if is_postgres(self.url) else 1
         self.poll_seconds = poll_seconds
         self.stopping = asyncio.Event()
+        self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._wake = asyncio.Event()
 
     def stop(self) -> None:
@@ -103,11 +104,13 @@ class Worker:
                     driver = raw.driver_connection
                     assert driver is not None
                     await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                    self.listening.set()
                     while not self.stopping.is_set() and not driver.is_closed():
                         await asyncio.sleep(1.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.listening.clear()
                 log.warning("listener: %s; reconnecting", exc)
                 await asyncio.sleep(1.0)
 

@@ -347,3 +347,28 @@ def test_large_payloads_are_stored_once(database_url: str) -> None:
         await engine.dispose()
 
     _run(scenario)
+
+
+def test_notify_wakes_an_idle_worker_without_polling(
+    postgres_clone: CloneFactory, schema_template: str
+) -> None:
+    url = postgres_clone(schema_template)
+
+    async def scenario() -> None:
+        engine = create_engine(url)
+        await control.create_state_machine(engine, "sm", PASS_CHAIN)
+        # Poll only every 60 s: a quick start can only come from LISTEN/NOTIFY.
+        worker = Worker(url, lanes=1, poll_seconds=60)
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.listening.wait(), timeout=10)
+        started = time.monotonic()
+        execution_id = await control.start_execution(engine, "sm", {"n": 1})
+        (summary,) = await _wait_done(engine, [execution_id], time.monotonic() + 10)
+        elapsed = time.monotonic() - started
+        worker.stop()
+        await task
+        assert summary.status == "SUCCEEDED"
+        assert elapsed < 5, f"took {elapsed:.2f} s: the worker was not woken by NOTIFY"
+        await engine.dispose()
+
+    _run(scenario)
