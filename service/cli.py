@@ -161,6 +161,66 @@ def command_worker(args: argparse.Namespace) -> int:
     return EXIT_SUCCEEDED
 
 
+def command_serve(args: argparse.Namespace) -> int:
+    """Run the API (and, for serve and dev, worker lanes in the same process)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.db.engine import normalize_url
+    from service.db.migrate import upgrade
+    from service.settings import Settings
+
+    dev = args.command == "dev"
+    url = _database_url(args)
+    if dev and url is None:
+        url = "sqlite:///.statewright/dev.db"
+    normalize_url(url)
+    upgrade(url)
+    workers = 0 if args.command == "api" else max(1, getattr(args, "workers", 1))
+    settings = Settings(database_url=url, host=args.host, port=args.port, workers=workers)
+    if dev:
+        _load_samples(url)
+        print(
+            "\n  Statewright dev server: no sign-in, embedded SQLite store "
+            f"({url}).\n  Do not expose it: it listens on {args.host} only.\n"
+            f"  API:  http://{args.host}:{args.port}/  (AWS SDKs: endpoint_url=http://{args.host}:{args.port})\n"
+            f"  REST: http://{args.host}:{args.port}/api/v1  docs: http://{args.host}:{args.port}/docs\n",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+    )
+    return EXIT_SUCCEEDED
+
+
+def _load_samples(url: str | None) -> None:
+    """Create (or update) a state machine for every definition in definitions/."""
+    import asyncio
+    from pathlib import Path
+
+    from service import control
+    from service.db.engine import create_engine
+
+    folder = Path(__file__).resolve().parents[1] / "definitions"
+
+    async def load() -> None:
+        engine = create_engine(url)
+        for path in sorted(folder.glob("*.json")):
+            try:
+                await control.create_state_machine(engine, path.stem, path.read_text())
+            except control.StateMachineAlreadyExists:
+                await control.update_state_machine(engine, path.stem, path.read_text())
+            print(f"  loaded {path.stem}", file=sys.stderr)
+        await engine.dispose()
+
+    asyncio.run(load())
+
+
 def command_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of ASL definitions."""
     print(json.dumps(json_schema(), indent=2))
@@ -304,6 +364,26 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
     worker.add_argument("--lanes", type=int, default=2, help="concurrent decisions (default 2)")
     worker.set_defaults(handler=command_worker)
+
+    for command, summary in (
+        (
+            "dev",
+            "run the API and a worker on the embedded store, with the sample definitions loaded",
+        ),
+        ("serve", "run the API and worker lanes in one process"),
+        ("api", "run the API only (workers run as separate `statewright worker` processes)"),
+    ):
+        server = commands.add_parser(command, help=summary, description=summary)
+        server.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+        server.add_argument(
+            "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        )
+        server.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+        if command != "api":
+            server.add_argument(
+                "--workers", type=int, default=2, help="worker lanes in this process (default 2)"
+            )
+        server.set_defaults(handler=command_serve)
 
     schema = commands.add_parser(
         "schema", help="print a JSON Schema of ASL, for editors to validate while typing"

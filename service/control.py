@@ -1,12 +1,14 @@
-"""Application operations on the store: create state machines, start, stop, describe, history.
+"""Application operations on the store, with AWS Step Functions' semantics.
 
-The API (Service API issue), the CLI and the tests all go through these; each is one
-transaction. Definitions are validated here: an ERROR diagnostic refuses the definition.
+The REST API, the AWS-compatible API, the CLI and the tests all go through these; each is one
+transaction. Errors are ServiceError subclasses named after AWS's exceptions, so both APIs can
+map them (REST status codes, awsJson ``__type``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -14,30 +16,100 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import queries
 from statemachine.events import Event
+from statemachine.interpreter import MAX_PAYLOAD_BYTES
+from statemachine.payload import payload_size
 from statemachine.validate import Diagnostic, validate
 
 JSON = Any
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+# AWS: 1-80 characters, none of whitespace, brackets, wildcards, punctuation or control characters.
+_NAME = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]{1,80}$")
 
 
-class InvalidDefinition(Exception):
+class ServiceError(Exception):
+    """Base of the errors the APIs report; the class name is AWS's exception name."""
+
+    status = 400
+
+    @property
+    def code(self) -> str:
+        """AWS's name for this error (``__type``)."""
+        return type(self).__name__
+
+
+class InvalidDefinition(ServiceError):
     """The definition has ERROR diagnostics; they are all attached."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = diagnostics
         first = diagnostics[0]
         super().__init__(
-            f"{first.code} at {first.location}: {first.message} ({len(diagnostics)} error(s))"
+            f"Invalid State Machine Definition: '{first.code}: {first.message} at {first.location}'"
+            + (f" (and {len(diagnostics) - 1} more)" if len(diagnostics) > 1 else "")
         )
 
 
-class NotFound(Exception):
-    """No such state machine or execution."""
+class InvalidName(ServiceError):
+    """A state machine or execution name breaks AWS's naming rules."""
+
+
+class InvalidArn(ServiceError):
+    """An ARN that does not name a Statewright resource."""
+
+
+class InvalidExecutionInput(ServiceError):
+    """The execution input is not JSON or is too large."""
+
+
+class InvalidOutput(ServiceError):
+    """A task output is not JSON or is too large."""
+
+
+class StateMachineDoesNotExist(ServiceError):
+    """No state machine has that name or ARN."""
+
+
+class StateMachineAlreadyExists(ServiceError):
+    """A state machine of that name exists with another definition."""
+
+    status = 409
+
+
+class ExecutionDoesNotExist(ServiceError):
+    """No execution has that ARN or id."""
+
+
+class ExecutionAlreadyExists(ServiceError):
+    """An execution of that name exists with another input, or has closed."""
+
+    status = 409
+
+
+class TaskDoesNotExist(ServiceError):
+    """No task has that token."""
+
+
+class TaskTimedOut(ServiceError):
+    """The task's token has expired or the task has already closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateMachineInfo:
+    """What DescribeStateMachine reports."""
+
+    id: int
+    name: str
+    arn: str
+    definition: str
+    version: int
+    role_arn: str
+    type: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +119,7 @@ class ExecutionSummary:
     id: str
     arn: str
     name: str
+    state_machine_arn: str
     status: str
     input: JSON
     output: JSON
@@ -62,14 +135,69 @@ def state_machine_arn(name: str) -> str:
     return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
 
 
-async def create_state_machine(
-    engine: AsyncEngine, name: str, definition: str | dict[str, JSON]
-) -> queries.VersionRecord:
-    """Create a state machine, or publish a new version if the definition changed."""
+def execution_arn(state_machine: str, name: str) -> str:
+    """The ARN AWS would give an execution."""
+    return f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine}:{name}"
+
+
+def name_from_arn(arn: str, kind: str) -> str:
+    """The name in a ``stateMachine`` ARN (a version or alias suffix is dropped)."""
+    parts = arn.split(":")
+    if len(parts) < 7 or parts[0] != "arn" or parts[2] != "states" or parts[5] != kind:
+        raise InvalidArn(f"Invalid Arn: '{arn}'")
+    return parts[6]
+
+
+def check_name(name: str, what: str) -> None:
+    """Raise InvalidName unless ``name`` follows AWS's rules."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidName(
+            f"Invalid Name: '{name}' (a {what} name has 1-80 characters and no whitespace, "
+            "brackets, wildcards, quotes or any of # % \\ ^ | ~ ` $ & , ; : /)"
+        )
+
+
+def _definition_text(definition: str | dict[str, JSON]) -> str:
     text = definition if isinstance(definition, str) else json.dumps(definition)
     errors = [d for d in validate(text) if d.severity == "ERROR"]
     if errors:
         raise InvalidDefinition(errors)
+    return text
+
+
+# ---------------------------------------------------------------------------- state machines
+
+
+async def _state_machine_row(conn: AsyncConnection, name: str) -> Any:
+    sm = queries.state_machines
+    row = (await conn.execute(sa.select(sm).where(sm.c.name == name))).first()
+    if row is None:
+        raise StateMachineDoesNotExist(f"State Machine Does Not Exist: '{state_machine_arn(name)}'")
+    return row
+
+
+async def _latest_version(conn: AsyncConnection, state_machine_id: int) -> Any:
+    v = queries.versions
+    return (
+        await conn.execute(
+            sa.select(v)
+            .where(v.c.state_machine_id == state_machine_id)
+            .order_by(v.c.version.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def create_state_machine(
+    engine: AsyncEngine,
+    name: str,
+    definition: str | dict[str, JSON],
+    role_arn: str = "",
+    kind: str = "STANDARD",
+) -> StateMachineInfo:
+    """CreateStateMachine: idempotent for the same definition, else StateMachineAlreadyExists."""
+    check_name(name, "state machine")
+    text = _definition_text(definition)
     async with engine.begin() as conn:
         at = await queries.now(conn)
         existing = (
@@ -78,75 +206,142 @@ async def create_state_machine(
             )
         ).scalar_one_or_none()
         if existing is None:
-            return await queries.create_state_machine(
-                conn, name, state_machine_arn(name), text, "", at
+            await queries.create_state_machine(
+                conn, name, state_machine_arn(name), text, role_arn, at
             )
-        latest = (
-            await conn.execute(
-                sa.select(queries.versions.c.id, queries.versions.c.definition)
-                .where(queries.versions.c.state_machine_id == existing)
-                .order_by(queries.versions.c.version.desc())
-                .limit(1)
+        else:
+            latest = await _latest_version(conn, existing)
+            if latest is None or latest.definition != text:
+                raise StateMachineAlreadyExists(
+                    f"State Machine Already Exists: '{state_machine_arn(name)}'"
+                )
+    return await describe_state_machine(engine, name)
+
+
+async def update_state_machine(
+    engine: AsyncEngine, name: str, definition: str | dict[str, JSON]
+) -> StateMachineInfo:
+    """UpdateStateMachine: a changed definition becomes a new immutable version."""
+    text = _definition_text(definition)
+    async with engine.begin() as conn:
+        row = await _state_machine_row(conn, name)
+        latest = await _latest_version(conn, row.id)
+        if latest is None or latest.definition != text:
+            await queries.publish_version(conn, row.id, text, await queries.now(conn))
+    return await describe_state_machine(engine, name)
+
+
+async def describe_state_machine(engine: AsyncEngine, name: str) -> StateMachineInfo:
+    """DescribeStateMachine (the latest version)."""
+    async with engine.connect() as conn:
+        row = await _state_machine_row(conn, name)
+        latest = await _latest_version(conn, row.id)
+    return StateMachineInfo(
+        id=row.id,
+        name=row.name,
+        arn=row.arn,
+        definition=latest.definition,
+        version=latest.version,
+        role_arn=row.role_arn,
+        type=row.type,
+        created_at=queries._aware(row.created_at),  # type: ignore[arg-type]
+    )
+
+
+async def list_state_machines(engine: AsyncEngine) -> list[StateMachineInfo]:
+    """Every state machine, by name."""
+    async with engine.connect() as conn:
+        names = (
+            (
+                await conn.execute(
+                    sa.select(queries.state_machines.c.name).order_by(queries.state_machines.c.name)
+                )
             )
-        ).first()
-        if latest is not None and latest[1] == text:
-            record = await queries.load_version(conn, latest[0])
-            assert record is not None
-            return record
-        return await queries.publish_version(conn, existing, text, at)
+            .scalars()
+            .all()
+        )
+    return [await describe_state_machine(engine, name) for name in names]
+
+
+# ---------------------------------------------------------------------------- executions
 
 
 async def start_execution(
     engine: AsyncEngine, state_machine: str, input_value: JSON = None, name: str | None = None
-) -> str:
-    """Start an execution of the state machine's latest version; returns the execution id."""
+) -> ExecutionSummary:
+    """StartExecution. The same name with the same input returns the running execution
+    (AWS's idempotency); with another input, or once it has closed, ExecutionAlreadyExists."""
+    input_value = {} if input_value is None else input_value
+    try:
+        size = payload_size(input_value)
+    except Exception as exc:
+        raise InvalidExecutionInput(f"Invalid execution input: {exc}") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidExecutionInput(
+            f"The execution input is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
+        )
+    if name is not None:
+        check_name(name, "execution")
     async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                sa.select(queries.versions.c.id)
-                .join(
-                    queries.state_machines,
-                    queries.state_machines.c.id == queries.versions.c.state_machine_id,
+        sm_row = await _state_machine_row(conn, state_machine)
+        if name is not None:
+            existing = (
+                await conn.execute(
+                    sa.select(
+                        queries.executions.c.id,
+                        queries.executions.c.status,
+                        queries.executions.c.input_ref,
+                    ).where(
+                        queries.executions.c.state_machine_id == sm_row.id,
+                        queries.executions.c.name == name,
+                    )
                 )
-                .where(queries.state_machines.c.name == state_machine)
-                .order_by(queries.versions.c.version.desc())
-                .limit(1)
+            ).first()
+            if existing is not None:
+                stored = (await queries.load_payloads(conn, [existing[2]]))[existing[2]]
+                if existing[1] == "RUNNING" and stored == input_value:
+                    found = existing[0]
+                else:
+                    raise ExecutionAlreadyExists(
+                        f"Execution Already Exists: '{execution_arn(state_machine, name)}'"
+                    )
+            else:
+                found = None
+        else:
+            found = None
+        if found is None:
+            latest = await _latest_version(conn, sm_row.id)
+            version = await queries.load_version(conn, latest.id)
+            assert version is not None
+            found = str(uuid.uuid4())
+            name = name or found
+            await queries.start_execution(
+                conn,
+                execution_id=found,
+                arn=execution_arn(state_machine, name),
+                name=name,
+                version=version,
+                input_value=input_value,
+                seed=secrets.randbits(62),
+                at=await queries.now(conn),
             )
-        ).first()
-        if row is None:
-            raise NotFound(f"state machine {state_machine!r} does not exist")
-        version = await queries.load_version(conn, row[0])
-        assert version is not None
-        execution_id = str(uuid.uuid4())
-        name = name or execution_id
-        at = await queries.now(conn)
-        await queries.start_execution(
-            conn,
-            execution_id=execution_id,
-            arn=f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine}:{name}",
-            name=name,
-            version=version,
-            input_value={} if input_value is None else input_value,
-            seed=secrets.randbits(62),
-            at=at,
-        )
-        return execution_id
+    return await describe_execution(engine, found)
 
 
-async def stop_execution(
-    engine: AsyncEngine, execution_id: str, error: str | None = None, cause: str | None = None
-) -> None:
-    """Ask the execution to stop (ExecutionAborted at its next decision)."""
-    async with engine.begin() as conn:
-        await queries.enqueue(
-            conn, execution_id, "stop", {"error": error, "cause": cause}, await queries.now(conn)
-        )
+async def _execution_id(conn: AsyncConnection, ref: str) -> str:
+    e = queries.executions
+    column = e.c.arn if ref.startswith("arn:") else e.c.id
+    found = (await conn.execute(sa.select(e.c.id).where(column == ref))).scalar_one_or_none()
+    if found is None:
+        raise ExecutionDoesNotExist(f"Execution Does Not Exist: '{ref}'")
+    return str(found)
 
 
-async def describe_execution(engine: AsyncEngine, execution_id: str) -> ExecutionSummary:
-    """The execution's current summary."""
+async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
+    """DescribeExecution, by id or ARN."""
     e = queries.executions
     async with engine.connect() as conn:
+        execution_id = await _execution_id(conn, ref)
         row = (
             await conn.execute(
                 sa.select(
@@ -161,29 +356,129 @@ async def describe_execution(engine: AsyncEngine, execution_id: str) -> Executio
                     e.c.started_at,
                     e.c.stopped_at,
                     e.c.version,
-                ).where(e.c.id == execution_id)
+                    queries.state_machines.c.arn,
+                )
+                .join(queries.state_machines, queries.state_machines.c.id == e.c.state_machine_id)
+                .where(e.c.id == execution_id)
             )
         ).first()
-        if row is None:
-            raise NotFound(f"execution {execution_id!r} does not exist")
+        assert row is not None
         refs = [r for r in (row[4], row[5]) if r is not None]
         values = await queries.load_payloads(conn, refs)
     return ExecutionSummary(
         id=row[0],
         arn=row[1],
         name=row[2],
+        state_machine_arn=row[11],
         status=row[3],
         input=values[row[4]],
         output=values.get(row[5]) if row[5] is not None else None,
         error=row[6],
         cause=row[7],
-        started_at=row[8],
-        stopped_at=row[9],
+        started_at=queries._aware(row[8]),  # type: ignore[arg-type]
+        stopped_at=queries._aware(row[9]),
         events=row[10],
     )
 
 
-async def history(engine: AsyncEngine, execution_id: str) -> list[Event]:
-    """The execution's whole history."""
+async def list_executions(
+    engine: AsyncEngine,
+    state_machine: str | None = None,
+    status: str | None = None,
+    name_prefix: str | None = None,
+    limit: int = 100,
+    before: tuple[datetime, str] | None = None,
+) -> list[ExecutionSummary]:
+    """Executions newest first, filtered; ``before`` is the (started_at, id) cursor."""
+    e = queries.executions
+    query = sa.select(e.c.id).order_by(e.c.started_at.desc(), e.c.id.desc()).limit(limit)
     async with engine.connect() as conn:
-        return await queries.load_events(conn, execution_id)
+        if state_machine is not None:
+            query = query.where(
+                e.c.state_machine_id == (await _state_machine_row(conn, state_machine)).id
+            )
+        if status is not None:
+            query = query.where(e.c.status == status)
+        if name_prefix:
+            query = query.where(e.c.name.startswith(name_prefix, autoescape=True))
+        if before is not None:
+            query = query.where(
+                sa.tuple_(e.c.started_at, e.c.id)
+                < sa.tuple_(sa.literal(before[0]), sa.literal(before[1]))
+            )
+        ids = (await conn.execute(query)).scalars().all()
+    return [await describe_execution(engine, i) for i in ids]
+
+
+async def stop_execution(
+    engine: AsyncEngine, ref: str, error: str | None = None, cause: str | None = None
+) -> datetime:
+    """StopExecution: the execution ends ABORTED at its next decision."""
+    async with engine.begin() as conn:
+        execution_id = await _execution_id(conn, ref)
+        at = await queries.now(conn)
+        await queries.enqueue(conn, execution_id, "stop", {"error": error, "cause": cause}, at)
+        return at
+
+
+async def history(engine: AsyncEngine, ref: str, after: int = 0) -> list[Event]:
+    """The execution's history from event ``after + 1`` (its own events, not distributed children's)."""
+    async with engine.connect() as conn:
+        execution_id = await _execution_id(conn, ref)
+        return [
+            e for e in await queries.load_events(conn, execution_id, after=after) if not e.child
+        ]
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+async def _task_by_token(conn: AsyncConnection, token: str) -> Any:
+    o = queries.outbox
+    if not isinstance(token, str) or not token or len(token) > 1024:
+        raise TaskDoesNotExist("Invalid Token")
+    row = (await conn.execute(sa.select(o).where(o.c.task_token == token))).first()
+    if row is None:
+        raise TaskDoesNotExist("Task Does Not Exist")
+    if row.status not in ("PENDING", "RUNNING"):
+        raise TaskTimedOut(
+            "Task Timed Out: the task token has expired or the task has already closed"
+        )
+    return row
+
+
+async def send_task_success(engine: AsyncEngine, token: str, output: JSON) -> None:
+    """SendTaskSuccess: the waiting task succeeds with ``output``."""
+    try:
+        size = payload_size(output)
+    except Exception as exc:
+        raise InvalidOutput(f"Invalid output: {exc}") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidOutput(f"The output is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")
+    await _answer(engine, token, "task_succeeded", {"output": output}, close=True)
+
+
+async def send_task_failure(
+    engine: AsyncEngine, token: str, error: str | None, cause: str | None
+) -> None:
+    """SendTaskFailure: the waiting task fails with ``error`` and ``cause``."""
+    await _answer(engine, token, "task_failed", {"error": error, "cause": cause}, close=True)
+
+
+async def send_task_heartbeat(engine: AsyncEngine, token: str) -> None:
+    """SendTaskHeartbeat: restart the task's heartbeat clock."""
+    await _answer(engine, token, "task_heartbeat", {}, close=False)
+
+
+async def _answer(
+    engine: AsyncEngine, token: str, kind: str, body: dict[str, JSON], close: bool
+) -> None:
+    async with engine.begin() as conn:
+        row = await _task_by_token(conn, token)
+        at = await queries.now(conn)
+        if close:
+            # Closing the row makes a second answer for this token a TaskTimedOut.
+            await conn.execute(
+                queries.outbox.update().where(queries.outbox.c.id == row.id).values(status="DONE")
+            )
+        await queries.enqueue(conn, row.execution_id, kind, {"task_id": row.task_id, **body}, at)

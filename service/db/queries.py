@@ -515,6 +515,23 @@ async def add_task(
     )
 
 
+async def close_tasks(
+    conn: AsyncConnection, execution_id: str, task_ids: Iterable[int], status: str = "DONE"
+) -> None:
+    """Close tasks that no longer wait for an answer (their outbox rows stay for the record)."""
+    ids = list(task_ids)
+    if ids:
+        await conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.execution_id == execution_id,
+                outbox.c.task_id.in_(ids),
+                outbox.c.status.in_(("PENDING", "RUNNING")),
+            )
+            .values(status=status)
+        )
+
+
 async def cancel_tasks(conn: AsyncConnection, execution_id: str, task_ids: Iterable[int]) -> None:
     """Mark tasks whose result is no longer wanted."""
     ids = list(task_ids)

@@ -181,8 +181,12 @@ class Decider:
         machine, record = await self._machine(conn, claimed.version_id)
         execution = await self._fold(conn, claimed, machine)
         pending, inbox_ids, fired = await self._incoming(conn, claimed, record, at)
+        waiting_before = set(execution.tasks)
         for incoming in pending:
             execution.handle(incoming)
+        # Tasks that stopped waiting (answered, timed out, aborted) close their outbox rows, so
+        # a late callback with their token gets TaskTimedOut and a runner stops retrying them.
+        await queries.close_tasks(conn, claimed.id, waiting_before - set(execution.tasks))
         new_events = execution.new_events
         await queries.append_events(conn, claimed.id, new_events)
         await queries.consume_inbox(conn, inbox_ids)

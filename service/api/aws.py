@@ -1,0 +1,389 @@
+"""The AWS Step Functions wire API: awsJson1_0 on ``POST /`` (what boto3 and the AWS CLI send).
+
+Requests carry ``X-Amz-Target: AWSStepFunctions.<Action>`` and a JSON body with lowerCamel
+members; timestamps go out as epoch seconds; errors are HTTP 400 with
+``{"__type": "<Exception>", "message": "..."}``, which botocore turns into typed exceptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import control
+from statemachine.events import Event
+from statemachine.teststate import test_state
+from statemachine.validate import result as validation_result
+from statemachine.validate import validate
+
+JSON = Any
+MAX_BODY_BYTES = 1_100_000  # a 1 MiB definition plus the request around it
+Handler = Callable[[AsyncEngine, dict[str, JSON]], Awaitable[dict[str, JSON]]]
+
+
+class ValidationException(control.ServiceError):
+    """A request member is missing or has the wrong type."""
+
+
+class UnknownOperationException(control.ServiceError):
+    """The X-Amz-Target names no Step Functions action."""
+
+
+class SerializationException(control.ServiceError):
+    """The request body is not a JSON object."""
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def _string(body: dict[str, JSON], key: str, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise ValidationException(
+                f"1 validation error detected: Value null at '{key}' failed to satisfy constraint: Member must not be null"
+            )
+        return None
+    if not isinstance(value, str):
+        raise ValidationException(f"Value at '{key}' must be a string")
+    return value
+
+
+def _json_member(body: dict[str, JSON], key: str, error: type[control.ServiceError]) -> JSON:
+    text = body.get(key)
+    if text is None:
+        return {}
+    if not isinstance(text, str):
+        raise ValidationException(f"Value at '{key}' must be a string holding JSON")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise error(f"Invalid JSON in '{key}': {exc}") from None
+
+
+def _state_machine(info: control.StateMachineInfo) -> dict[str, JSON]:
+    return {
+        "stateMachineArn": info.arn,
+        "name": info.name,
+        "status": "ACTIVE",
+        "definition": info.definition,
+        "roleArn": info.role_arn or f"arn:aws:iam::{control.ACCOUNT}:role/statewright",
+        "type": info.type,
+        "creationDate": _epoch(info.created_at),
+        "revisionId": str(info.version),
+    }
+
+
+def _execution(summary: control.ExecutionSummary, with_data: bool = True) -> dict[str, JSON]:
+    out: dict[str, JSON] = {
+        "executionArn": summary.arn,
+        "stateMachineArn": summary.state_machine_arn,
+        "name": summary.name,
+        "status": summary.status,
+        "startDate": _epoch(summary.started_at),
+    }
+    if summary.stopped_at is not None:
+        out["stopDate"] = _epoch(summary.stopped_at)
+    if with_data:
+        out["input"] = json.dumps(summary.input)
+        out["inputDetails"] = {"included": True}
+        if summary.status == "SUCCEEDED":
+            out["output"] = json.dumps(summary.output)
+            out["outputDetails"] = {"included": True}
+    if summary.error is not None:
+        out["error"] = summary.error
+    if summary.cause is not None:
+        out["cause"] = summary.cause
+    out["redriveCount"] = 0
+    return out
+
+
+def _event(event: Event, include_data: bool) -> dict[str, JSON]:
+    out = event.to_aws()
+    out["timestamp"] = event.timestamp.timestamp()
+    if not include_data:
+        for key, value in out.items():
+            if key.endswith("EventDetails") and isinstance(value, dict):
+                for field in ("input", "output", "parameters"):
+                    value.pop(field, None)
+    return out
+
+
+def _token(value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(value.encode()).decode())
+    except ValueError:
+        raise ValidationException("Invalid pagination token") from None
+
+
+def _next_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+async def create_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    name = _string(body, "name")
+    definition = _string(body, "definition")
+    assert name is not None and definition is not None
+    info = await control.create_state_machine(
+        engine, name, definition, body.get("roleArn") or "", body.get("type") or "STANDARD"
+    )
+    return {"stateMachineArn": info.arn, "creationDate": _epoch(info.created_at)}
+
+
+async def update_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    definition = _string(body, "definition", required=False)
+    name = control.name_from_arn(arn, "stateMachine")
+    info = (
+        await control.update_state_machine(engine, name, definition)
+        if definition is not None
+        else await control.describe_state_machine(engine, name)
+    )
+    return {"updateDate": _epoch(info.created_at), "revisionId": str(info.version)}
+
+
+async def describe_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    return _state_machine(
+        await control.describe_state_machine(engine, control.name_from_arn(arn, "stateMachine"))
+    )
+
+
+async def list_state_machines(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    machines = await control.list_state_machines(engine)
+    return {
+        "stateMachines": [
+            {
+                "stateMachineArn": m.arn,
+                "name": m.name,
+                "type": m.type,
+                "creationDate": _epoch(m.created_at),
+            }
+            for m in machines
+        ]
+    }
+
+
+async def validate_definition(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    definition = _string(body, "definition")
+    assert definition is not None
+    diagnostics = validate(definition)
+    if body.get("severity") == "ERROR":
+        diagnostics = [d for d in diagnostics if d.severity == "ERROR"]
+    limit = body.get("maxResults") or 100
+    return {
+        "result": validation_result(diagnostics),
+        "diagnostics": [
+            {"severity": d.severity, "code": d.code, "message": d.message, "location": d.location}
+            for d in diagnostics[:limit]
+        ],
+        "truncated": len(diagnostics) > limit,
+    }
+
+
+async def start_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    data = _json_member(body, "input", control.InvalidExecutionInput)
+    summary = await control.start_execution(
+        engine,
+        control.name_from_arn(arn, "stateMachine"),
+        data,
+        _string(body, "name", required=False),
+    )
+    return {"executionArn": summary.arn, "startDate": _epoch(summary.started_at)}
+
+
+async def describe_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "executionArn")
+    assert arn is not None
+    return _execution(await control.describe_execution(engine, arn))
+
+
+async def stop_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "executionArn")
+    assert arn is not None
+    at = await control.stop_execution(engine, arn, body.get("error"), body.get("cause"))
+    return {"stopDate": _epoch(at)}
+
+
+async def list_executions(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    limit = int(body.get("maxResults") or 100)
+    offset = _token(body.get("nextToken"))
+    found = await control.list_executions(
+        engine,
+        control.name_from_arn(arn, "stateMachine"),
+        status=body.get("statusFilter"),
+        limit=offset + limit + 1,
+    )
+    page = found[offset : offset + limit]
+    out: dict[str, JSON] = {"executions": [_execution(s, with_data=False) for s in page]}
+    if len(found) > offset + limit:
+        out["nextToken"] = _next_token(offset + limit)
+    return out
+
+
+async def get_execution_history(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "executionArn")
+    assert arn is not None
+    events = await control.history(engine, arn)
+    if body.get("reverseOrder"):
+        events.reverse()
+    limit = int(body.get("maxResults") or 100)
+    offset = _token(body.get("nextToken"))
+    include = body.get("includeExecutionData", True) is not False
+    out: dict[str, JSON] = {"events": [_event(e, include) for e in events[offset : offset + limit]]}
+    if len(events) > offset + limit:
+        out["nextToken"] = _next_token(offset + limit)
+    return out
+
+
+async def describe_state_machine_for_execution(
+    engine: AsyncEngine, body: dict[str, JSON]
+) -> dict[str, JSON]:
+    arn = _string(body, "executionArn")
+    assert arn is not None
+    summary = await control.describe_execution(engine, arn)
+    info = await control.describe_state_machine(
+        engine, control.name_from_arn(summary.state_machine_arn, "stateMachine")
+    )
+    described = _state_machine(info)
+    return {
+        k: described[k] for k in ("stateMachineArn", "name", "definition", "roleArn", "revisionId")
+    } | {"updateDate": _epoch(info.created_at)}
+
+
+async def send_task_success(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    token = _string(body, "taskToken")
+    assert token is not None
+    await control.send_task_success(
+        engine, token, _json_member(body, "output", control.InvalidOutput)
+    )
+    return {}
+
+
+async def send_task_failure(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    token = _string(body, "taskToken")
+    assert token is not None
+    await control.send_task_failure(engine, token, body.get("error"), body.get("cause"))
+    return {}
+
+
+async def send_task_heartbeat(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    token = _string(body, "taskToken")
+    assert token is not None
+    await control.send_task_heartbeat(engine, token)
+    return {}
+
+
+async def run_test_state(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    definition = _string(body, "definition")
+    assert definition is not None
+    try:
+        document = json.loads(definition)
+    except ValueError as exc:
+        raise ValidationException(f"Invalid definition JSON: {exc}") from None
+    mock = body.get("mock") or {}
+    kwargs: dict[str, JSON] = {}
+    if "result" in mock:
+        kwargs["result"] = json.loads(mock["result"])
+    if "errorOutput" in mock:
+        kwargs["error"] = mock["errorOutput"].get("error")
+        kwargs["cause"] = mock["errorOutput"].get("cause")
+    variables = json.loads(body["variables"]) if body.get("variables") else None
+    result = test_state(
+        document,
+        body.get("stateName"),
+        _json_member(body, "input", control.InvalidExecutionInput),
+        variables=variables,
+        **kwargs,
+    )
+    out: dict[str, JSON] = {"status": result.status}
+    if result.status in ("SUCCEEDED", "CAUGHT_ERROR"):
+        out["output"] = json.dumps(result.output)
+    for key, value in (
+        ("error", result.error),
+        ("cause", result.cause),
+        ("nextState", result.next_state),
+    ):
+        if value is not None:
+            out[key] = value
+    if body.get("inspectionLevel") in ("DEBUG", "TRACE"):
+        out["inspectionData"] = {
+            k: json.dumps(v) if k not in ("errorDetails",) else v
+            for k, v in result.inspection.items()
+        }
+    return out
+
+
+ACTIONS: dict[str, Handler] = {
+    "CreateStateMachine": create_state_machine,
+    "UpdateStateMachine": update_state_machine,
+    "DescribeStateMachine": describe_state_machine,
+    "ListStateMachines": list_state_machines,
+    "ValidateStateMachineDefinition": validate_definition,
+    "StartExecution": start_execution,
+    "DescribeExecution": describe_execution,
+    "StopExecution": stop_execution,
+    "ListExecutions": list_executions,
+    "GetExecutionHistory": get_execution_history,
+    "DescribeStateMachineForExecution": describe_state_machine_for_execution,
+    "SendTaskSuccess": send_task_success,
+    "SendTaskFailure": send_task_failure,
+    "SendTaskHeartbeat": send_task_heartbeat,
+    "TestState": run_test_state,
+}
+
+
+def _error(exc: control.ServiceError) -> Response:
+    return JSONResponse(
+        {"__type": exc.code, "message": str(exc)},
+        status_code=400,
+        media_type="application/x-amz-json-1.0",
+    )
+
+
+async def handle(request: Request, engine: AsyncEngine) -> Response:
+    """Dispatch one awsJson1_0 request."""
+    target = request.headers.get("x-amz-target", "")
+    prefix, _, action = target.partition(".")
+    handler = ACTIONS.get(action) if prefix == "AWSStepFunctions" else None
+    if handler is None:
+        return _error(
+            UnknownOperationException(f"Unknown operation: {target or '(no X-Amz-Target)'}")
+        )
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        return _error(
+            ValidationException(
+                f"The request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}"
+            )
+        )
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        return _error(SerializationException(f"The request body is not JSON: {exc}"))
+    if not isinstance(body, dict):
+        return _error(ValidationException("The request body must be a JSON object"))
+    try:
+        result = await handler(engine, body)
+    except control.ServiceError as exc:
+        return _error(exc)
+    return JSONResponse(result, media_type="application/x-amz-json-1.0")

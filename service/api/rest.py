@@ -1,0 +1,197 @@
+"""The REST API under /api/v1 (FastAPI; OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import control
+
+JSON = Any
+router = APIRouter(prefix="/api/v1")
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+
+
+class StateMachineCreate(BaseModel):
+    """Upload a definition: a new state machine, or a new version of an existing one."""
+
+    name: str = Field(min_length=1, max_length=80)
+    definition: dict[str, JSON] | str
+
+
+class StateMachinePublic(BaseModel):
+    """A state machine and its latest version."""
+
+    name: str
+    arn: str
+    version: int
+    definition: dict[str, JSON]
+    created_at: datetime
+
+
+class ExecutionCreate(BaseModel):
+    """Start an execution."""
+
+    input: JSON = None
+    name: str | None = Field(default=None, max_length=80)
+
+
+class ExecutionPublic(BaseModel):
+    """An execution's summary."""
+
+    id: str
+    arn: str
+    name: str
+    state_machine_arn: str
+    status: str
+    input: JSON
+    output: JSON = None
+    error: str | None = None
+    cause: str | None = None
+    started_at: datetime
+    stopped_at: datetime | None = None
+    events: int
+
+
+class ExecutionStop(BaseModel):
+    """Stop an execution."""
+
+    error: str | None = Field(default=None, max_length=256)
+    cause: str | None = Field(default=None, max_length=32768)
+
+
+class TaskFailure(BaseModel):
+    """A failed callback."""
+
+    error: str | None = Field(default=None, max_length=256)
+    cause: str | None = Field(default=None, max_length=32768)
+
+
+def _sm(info: control.StateMachineInfo) -> StateMachinePublic:
+    return StateMachinePublic(
+        name=info.name,
+        arn=info.arn,
+        version=info.version,
+        definition=json.loads(info.definition),
+        created_at=info.created_at,
+    )
+
+
+def _ex(summary: control.ExecutionSummary) -> ExecutionPublic:
+    return ExecutionPublic(
+        **{field: getattr(summary, field) for field in ExecutionPublic.model_fields}
+    )
+
+
+@router.post("/state-machines", status_code=201)
+async def upload(engine: EngineDep, body: StateMachineCreate) -> StateMachinePublic:
+    """Create a state machine, or publish a new version when the definition changed."""
+    try:
+        info = await control.create_state_machine(engine, body.name, body.definition)
+    except control.StateMachineAlreadyExists:
+        info = await control.update_state_machine(engine, body.name, body.definition)
+    return _sm(info)
+
+
+@router.get("/state-machines")
+async def list_state_machines(engine: EngineDep) -> list[StateMachinePublic]:
+    """Every state machine."""
+    return [_sm(info) for info in await control.list_state_machines(engine)]
+
+
+@router.get("/state-machines/{name}")
+async def describe_state_machine(engine: EngineDep, name: str) -> StateMachinePublic:
+    """One state machine."""
+    return _sm(await control.describe_state_machine(engine, name))
+
+
+@router.post("/state-machines/{name}/executions", status_code=201)
+async def start(engine: EngineDep, name: str, body: ExecutionCreate) -> ExecutionPublic:
+    """Start an execution (a repeated name with the same input returns the same execution)."""
+    return _ex(await control.start_execution(engine, name, body.input, body.name))
+
+
+@router.get("/executions")
+async def list_executions(
+    engine: EngineDep,
+    state_machine: str | None = None,
+    status: str | None = None,
+    name_prefix: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ExecutionPublic]:
+    """Executions, newest first."""
+    return [
+        _ex(s)
+        for s in await control.list_executions(engine, state_machine, status, name_prefix, limit)
+    ]
+
+
+@router.get("/executions/{execution_id}")
+async def describe_execution(engine: EngineDep, execution_id: str) -> ExecutionPublic:
+    """One execution."""
+    return _ex(await control.describe_execution(engine, execution_id))
+
+
+@router.get("/executions/{execution_id}/history")
+async def get_history(
+    engine: EngineDep,
+    execution_id: str,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    reverse: bool = False,
+) -> list[dict[str, JSON]]:
+    """History events (AWS-shaped), from event ``after + 1``."""
+    events = await control.history(engine, execution_id, after=after)
+    if reverse:
+        events.reverse()
+    out = []
+    for event in events[:limit]:
+        shaped = event.to_aws()
+        shaped["timestamp"] = event.timestamp.isoformat()
+        out.append(shaped)
+    return out
+
+
+@router.post("/executions/{execution_id}/stop", status_code=202)
+async def stop(
+    engine: EngineDep, execution_id: str, body: ExecutionStop | None = None
+) -> dict[str, str]:
+    """Stop an execution (ABORTED at its next decision)."""
+    body = body or ExecutionStop()
+    at = await control.stop_execution(engine, execution_id, body.error, body.cause)
+    return {"stop_requested_at": at.isoformat()}
+
+
+@router.post("/callbacks/{token}/success", status_code=202)
+async def callback_success(
+    engine: EngineDep, token: str, output: Annotated[JSON, Body()] = None
+) -> dict[str, str]:
+    """Complete a waiting task with its output (any JSON)."""
+    await control.send_task_success(engine, token, output)
+    return {"status": "accepted"}
+
+
+@router.post("/callbacks/{token}/failure", status_code=202)
+async def callback_failure(engine: EngineDep, token: str, body: TaskFailure) -> dict[str, str]:
+    """Fail a waiting task."""
+    await control.send_task_failure(engine, token, body.error, body.cause)
+    return {"status": "accepted"}
+
+
+@router.post("/callbacks/{token}/heartbeat", status_code=202)
+async def callback_heartbeat(engine: EngineDep, token: str) -> dict[str, str]:
+    """Keep a waiting task alive."""
+    await control.send_task_heartbeat(engine, token)
+    return {"status": "accepted"}

@@ -1,0 +1,99 @@
+"""The ASGI application: the AWS-compatible API on POST /, the REST API under /api/v1.
+
+With ``workers`` > 0 the process also runs worker lanes (``statewright dev`` and ``serve``);
+``statewright api`` runs none and leaves decisions to ``statewright worker`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from service import control
+from service.api import aws, rest
+from service.db.engine import create_engine
+from service.settings import Settings
+from service.worker.loop import Worker
+
+_REST_STATUS = {
+    "StateMachineDoesNotExist": 404,
+    "ExecutionDoesNotExist": 404,
+    "TaskDoesNotExist": 404,
+    "StateMachineAlreadyExists": 409,
+    "ExecutionAlreadyExists": 409,
+    "TaskTimedOut": 409,
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application for ``settings`` (default: from the environment)."""
+    settings = settings or Settings()
+    control.REGION, control.ACCOUNT = settings.region, settings.account_id
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = create_engine(settings.database_url, pool_size=10)
+        workers: list[Worker] = []
+        tasks: list[asyncio.Task[None]] = []
+        if settings.workers > 0:
+            worker = Worker(settings.database_url, lanes=settings.workers, poll_seconds=1.0)
+            workers.append(worker)
+            tasks.append(asyncio.create_task(worker.run()))
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Statewright",
+        description="Durable AWS Step Functions compatible workflows. The AWS API (awsJson1_0) "
+        "answers POST / ; this is the REST API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(rest.router)
+
+    @app.post("/", include_in_schema=False)
+    async def aws_api(request: Request) -> Response:
+        return await aws.handle(request, request.app.state.engine)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(control.ServiceError)
+    async def service_error(request: Request, exc: control.ServiceError) -> Response:
+        body: dict[str, Any] = {"code": exc.code, "message": str(exc)}
+        if isinstance(exc, control.InvalidDefinition):
+            body["diagnostics"] = [
+                {
+                    "severity": d.severity,
+                    "code": d.code,
+                    "message": d.message,
+                    "location": d.location,
+                }
+                for d in exc.diagnostics
+            ]
+        return JSONResponse(body, status_code=_REST_STATUS.get(exc.code, 400))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse(
+            {
+                "code": "ValidationException",
+                "message": "The request is not valid",
+                "errors": exc.errors(),
+            },
+            status_code=422,
+        )
+
+    return app

@@ -1,0 +1,18 @@
+"""Configuration from flags and the environment (``STATEWRIGHT_*``)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STATEWRIGHT_", extra="ignore")
+
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1  # in-process worker lanes of `serve` and `dev`
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
