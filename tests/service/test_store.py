@@ -152,7 +152,7 @@ def test_executions_run_by_workers_match_run_local(
     async def scenario() -> None:
         engine = create_engine(database_url)
         await control.create_state_machine(engine, "sm", definition)
-        ids = [await control.start_execution(engine, "sm", data) for data in inputs]
+        ids = [(await control.start_execution(engine, "sm", data)).id for data in inputs]
         workers = [Worker(database_url, lanes=2, poll_seconds=0.05) for _ in range(2)]
         running = [asyncio.create_task(w.run()) for w in workers]
         summaries = await _wait_done(engine, ids, time.monotonic() + 30)
@@ -178,7 +178,7 @@ def test_a_stale_append_is_refused(database_url: str) -> None:
     async def scenario() -> None:
         engine = create_engine(database_url)
         await control.create_state_machine(engine, "sm", PASS_CHAIN)
-        execution_id = await control.start_execution(engine, "sm", {"n": 1})
+        execution_id = (await control.start_execution(engine, "sm", {"n": 1})).id
         async with engine.begin() as conn:
             with pytest.raises(queries.StaleVersion):
                 await queries.finish_decision(
@@ -213,7 +213,7 @@ def test_a_timer_due_while_no_worker_runs_fires_when_one_is_back(database_url: s
     async def scenario() -> None:
         engine = create_engine(database_url)
         await control.create_state_machine(engine, "sm", definition)
-        execution_id = await control.start_execution(engine, "sm", {"k": 1})
+        execution_id = (await control.start_execution(engine, "sm", {"k": 1})).id
         first = Worker(database_url, lanes=1, poll_seconds=0.05)
         task = asyncio.create_task(first.run())
         deadline = time.monotonic() + 10
@@ -258,8 +258,8 @@ def test_a_broken_history_fails_that_execution_loudly_and_others_go_on(database_
             "sm",
             {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 1, "End": True}}},
         )
-        broken = await control.start_execution(engine, "sm", {})
-        healthy = await control.start_execution(engine, "sm", {})
+        broken = (await control.start_execution(engine, "sm", {})).id
+        healthy = (await control.start_execution(engine, "sm", {})).id
         worker = Worker(database_url, lanes=1, poll_seconds=0.05)
         task = asyncio.create_task(worker.run())
         deadline = time.monotonic() + 10
@@ -296,7 +296,7 @@ def test_stop_aborts_a_waiting_execution(database_url: str) -> None:
             "sm",
             {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}},
         )
-        execution_id = await control.start_execution(engine, "sm", {})
+        execution_id = (await control.start_execution(engine, "sm", {})).id
         worker = Worker(database_url, lanes=1, poll_seconds=0.05)
         task = asyncio.create_task(worker.run())
         deadline = time.monotonic() + 10
@@ -328,7 +328,7 @@ def test_large_payloads_are_stored_once(database_url: str) -> None:
     async def scenario() -> None:
         engine = create_engine(database_url)
         await control.create_state_machine(engine, "sm", definition)
-        execution_id = await control.start_execution(engine, "sm", big)
+        execution_id = (await control.start_execution(engine, "sm", big)).id
         worker = Worker(database_url, lanes=1, poll_seconds=0.05)
         task = asyncio.create_task(worker.run())
         (summary,) = await _wait_done(engine, [execution_id], time.monotonic() + 10)
@@ -362,7 +362,7 @@ def test_notify_wakes_an_idle_worker_without_polling(
         task = asyncio.create_task(worker.run())
         await asyncio.wait_for(worker.listening.wait(), timeout=10)
         started = time.monotonic()
-        execution_id = await control.start_execution(engine, "sm", {"n": 1})
+        execution_id = (await control.start_execution(engine, "sm", {"n": 1})).id
         (summary,) = await _wait_done(engine, [execution_id], time.monotonic() + 10)
         elapsed = time.monotonic() - started
         worker.stop()

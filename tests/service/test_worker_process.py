@@ -53,7 +53,7 @@ def test_sigterm_stops_the_worker_cleanly_and_work_resumes_elsewhere(tmp_path: P
     async def start() -> list[str]:
         engine = create_engine(url)
         await control.create_state_machine(engine, "sm", CHAIN)
-        ids = [await control.start_execution(engine, "sm", {"i": i}) for i in range(5)]
+        ids = [(await control.start_execution(engine, "sm", {"i": i})).id for i in range(5)]
         await engine.dispose()
         return ids
 
