@@ -15,7 +15,9 @@ Which server:
 
 Fixtures (registered by ``tests/conftest.py``):
 
-* ``postgres_server`` (session): a :class:`PostgresServer`.
+* ``postgres_server`` (session): a :class:`PostgresServer`. For the throwaway cluster
+  (``managed``), ``stop()``, ``start()`` and ``restart()`` take it down and up again on the same
+  port and data directory (crash tests); they refuse an external server.
 * ``postgres_database`` (function): the asyncpg URL of a fresh, empty database, dropped after.
 * ``postgres_template_factory`` (session): ``make_template(name, setup) -> str``; builds a
   template database once per session (``setup(url)`` is a sync callable that gets its asyncpg URL)
@@ -48,6 +50,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import types
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -153,6 +156,7 @@ class PostgresServer:
     managed: bool = False  # True: the throwaway cluster started by this session
     query: str = ""
     _server_version: int | None = field(default=None, repr=False)
+    _cluster: Cluster | None = field(default=None, repr=False, compare=False)
 
     def url(self, database: str, driver: str | None = "asyncpg") -> str:
         """``postgresql+asyncpg://user@host:port/database``; plain ``postgresql://`` for None."""
@@ -245,6 +249,108 @@ class PostgresServer:
             f"ALTER DATABASE {_quote_ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
             _terminate_sql(name),
         )
+
+    # --- stop and start (the throwaway cluster only) -----------------------------------------
+
+    def _own_cluster(self) -> Cluster:
+        """The throwaway cluster's data directory and binaries (found once, while it runs)."""
+        if not self.managed:
+            raise RuntimeError(
+                f"only the throwaway cluster can be stopped and started, not a server named by "
+                f"{URL_ENV} (other users may depend on it)"
+            )
+        if self._cluster is None:
+            bindir = find_bindir()
+            if bindir is None:
+                raise RuntimeError("no PostgreSQL server binaries found")
+
+            async def fetch() -> str:
+                import asyncpg
+
+                conn = await asyncpg.connect(self.admin_dsn, timeout=30)
+                try:
+                    return str(await conn.fetchval("show data_directory"))
+                finally:
+                    await conn.close()
+
+            cluster = Cluster(bindir, root=Path(_run_sync(fetch())).parent)
+            cluster.port = self.port
+            self._cluster = cluster
+        return self._cluster
+
+    def log_path(self) -> Path:
+        """The throwaway cluster's server log (managed servers only)."""
+        return self._own_cluster().log
+
+    def is_running(self) -> bool:
+        """Whether the throwaway cluster's postmaster runs (managed servers only)."""
+        cluster = self._own_cluster()
+        pid = cluster.postmaster_pid()
+        return pid is not None and _pid_alive(pid)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the throwaway cluster (``pg_ctl stop -m mode``), keeping its data and port.
+
+        Sessions are disconnected (``fast``: their transactions roll back). Only for the managed
+        cluster: an external server (``STATEWRIGHT_TEST_DATABASE_URL``) raises RuntimeError.
+        """
+        cluster = self._own_cluster()
+        with _signals_deferred():
+            done = cluster._run(
+                "pg_ctl",
+                "stop",
+                "--pgdata",
+                str(cluster.data),
+                "--mode",
+                mode,
+                "--wait",
+                "--timeout",
+                str(STOP_TIMEOUT_S),
+                timeout=STOP_TIMEOUT_S + 10,
+            )
+        if done.returncode != 0 and self.is_running():
+            raise RuntimeError(
+                f"pg_ctl stop failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            )
+
+    def start(self) -> None:
+        """Start the stopped throwaway cluster again, on the same port and data directory.
+
+        Returns once it accepts connections; a no-op when it runs. Managed servers only.
+        """
+        cluster = self._own_cluster()
+        if self.is_running():
+            return
+        options = ["-p", str(self.port), "-k", str(cluster.root)]
+        for key, value in SERVER_SETTINGS.items():
+            options += ["-c", f"{key}={value}"]
+        with _signals_deferred():
+            started = cluster._run(
+                "pg_ctl",
+                "start",
+                "--pgdata",
+                str(cluster.data),
+                "--log",
+                str(cluster.log),
+                "--wait",
+                "--timeout",
+                str(START_TIMEOUT_S),
+                "-o",
+                shlex.join(options),  # pg_ctl hands these to a shell
+                timeout=START_TIMEOUT_S + 10,
+            )
+        if started.returncode != 0:
+            log = cluster.log.read_text(errors="replace") if cluster.log.exists() else ""
+            raise RuntimeError(
+                f"pg_ctl start failed ({started.returncode}):\n{started.stdout}{started.stderr}"
+                f"\n--- server log ---\n{log[-4000:]}"
+            )
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the throwaway cluster, stay down ``down_seconds``, start it again."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
 
 
 def _quote_ident(name: str) -> str:
