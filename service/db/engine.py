@@ -42,9 +42,8 @@ def create_engine(url: str | None, *, pool_size: int = 5) -> AsyncEngine:
     """An async engine for ``url`` (normalized first)."""
     url = normalize_url(url)
     if is_postgres(url):
-        return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-        )
+        # No pre-ping: it costs a round trip per checkout; callers retry on connection errors.
+        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -43,12 +43,12 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
-        self._wake = asyncio.Event()
+        self._lane_wakes: list[asyncio.Event] = []
 
     def stop(self) -> None:
         """Finish the decisions in flight, then return from run()."""
         self.stopping.set()
-        self._wake.set()
+        self._wake_all()
 
     async def run(self) -> None:
         """Run until stop() (or SIGTERM/SIGINT when installed by main)."""
@@ -63,8 +63,13 @@ class Worker:
             await self.engine.dispose()
 
     async def _lane(self, number: int) -> None:
+        # Each lane has its own wake-up flag, cleared *before* it looks for work: a NOTIFY that
+        # arrives while it looks is remembered and cuts the next sleep short.
+        wake = asyncio.Event()
+        self._lane_wakes.append(wake)
         backoff = 0.1
         while not self.stopping.is_set():
+            wake.clear()
             try:
                 worked = await self.decider.decide_one()
                 backoff = 0.1
@@ -72,13 +77,18 @@ class Worker:
                 continue  # another worker moved it on; the row is free again
             except Exception as exc:  # the database went away, or a driver error
                 log.warning("lane %d: %s; retrying in %.1f s", number, exc, backoff)
-                await self._sleep(backoff)
+                await self._sleep(wake, backoff)
                 backoff = min(backoff * 2, 5.0) * (0.5 + random.random())
                 continue
             if not worked:
-                await self._idle()
+                await self._sleep(wake, await self._idle_seconds())
 
-    async def _idle(self) -> None:
+    def _wake_all(self) -> None:
+        for wake in self._lane_wakes:
+            wake.set()
+
+    async def _idle_seconds(self) -> float:
+        """Until the earliest timer, at most the polling interval."""
         timeout = self.poll_seconds
         try:
             async with self.engine.connect() as conn:
@@ -88,12 +98,11 @@ class Worker:
                 timeout = min(timeout, max((wake - at).total_seconds(), 0.0))
         except Exception:  # the database is away: poll again later
             pass
-        await self._sleep(timeout)
+        return timeout
 
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+    async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
 
     async def _listen(self) -> None:
         """Hold a LISTEN connection; reconnect when it drops."""
@@ -103,7 +112,7 @@ class Worker:
                     raw = await conn.get_raw_connection()
                     driver = raw.driver_connection
                     assert driver is not None
-                    await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                    await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._wake_all())
                     self.listening.set()
                     while not self.stopping.is_set() and not driver.is_closed():
                         await asyncio.sleep(1.0)
