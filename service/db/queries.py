@@ -264,8 +264,10 @@ class Claimed:
     started_at: datetime
 
 
-async def claim_one(conn: AsyncConnection, at: datetime) -> Claimed | None:
-    """Lock one execution that needs a decision now (skipping those other workers hold)."""
+async def claim_one(conn: AsyncConnection) -> tuple[datetime, Claimed | None]:
+    """The database time, and one execution locked for a decision due by then (Postgres skips
+    rows other workers hold). One round trip: the clock is read in the same statement."""
+    clock = sa.func.clock_timestamp() if is_postgres(conn) else sa.literal(datetime.now(UTC))
     query = (
         sa.select(
             executions.c.id,
@@ -275,8 +277,9 @@ async def claim_one(conn: AsyncConnection, at: datetime) -> Claimed | None:
             executions.c.seed,
             executions.c.input_ref,
             executions.c.started_at,
+            clock,
         )
-        .where(executions.c.wake_at <= at)
+        .where(executions.c.wake_at <= clock)
         .order_by(executions.c.wake_at)
         .limit(1)
     )
@@ -284,8 +287,10 @@ async def claim_one(conn: AsyncConnection, at: datetime) -> Claimed | None:
         query = query.with_for_update(skip_locked=True)
     row = (await conn.execute(query)).first()
     if row is None:
-        return None
-    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], _aware(row[6]))  # type: ignore[arg-type]
+        return await now(conn), None
+    at = _aware(row[7])
+    assert at is not None
+    return at, Claimed(row[0], row[1], row[2], row[3], row[4], row[5], _aware(row[6]))  # type: ignore[arg-type]
 
 
 async def lock_execution(conn: AsyncConnection, execution_id: str) -> Claimed | None:
@@ -393,29 +398,29 @@ async def load_events(conn: AsyncConnection, execution_id: str, after: int = 0) 
 
 
 async def take_inbox(conn: AsyncConnection, execution_id: str) -> list[tuple[int, str, JSON]]:
-    """The execution's waiting incoming events, oldest first (deleted by consume_inbox)."""
+    """Remove and return the execution's waiting incoming events, oldest first.
+
+    Removed in the decision's own transaction: if the decision rolls back, so does this.
+    """
     rows = await conn.execute(
-        sa.select(inbox.c.id, inbox.c.kind, inbox.c.body)
+        inbox.delete()
         .where(inbox.c.execution_id == execution_id)
-        .order_by(inbox.c.id)
+        .returning(inbox.c.id, inbox.c.kind, inbox.c.body)
     )
-    return [(row[0], row[1], json.loads(row[2])) for row in rows]
+    return sorted((row[0], row[1], json.loads(row[2])) for row in rows)
 
 
-async def consume_inbox(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    """Delete handled inbox rows (same transaction as the events they produced)."""
-    if ids:
-        await conn.execute(inbox.delete().where(inbox.c.id.in_(ids)))
-
-
-async def due_timers(conn: AsyncConnection, execution_id: str, at: datetime) -> list[str]:
-    """Timers of the execution due at ``at``, earliest first."""
+async def take_due_timers(conn: AsyncConnection, execution_id: str, at: datetime) -> list[str]:
+    """Remove and return the execution's timers due at ``at``, earliest first."""
     rows = await conn.execute(
-        sa.select(timers.c.timer_id)
+        timers.delete()
         .where(timers.c.execution_id == execution_id, timers.c.fire_at <= at)
-        .order_by(timers.c.fire_at, timers.c.timer_id)
+        .returning(timers.c.timer_id, timers.c.fire_at)
     )
-    return [row[0] for row in rows]
+    return [
+        timer_id
+        for _, timer_id in sorted((_aware(fire_at), timer_id) for timer_id, fire_at in rows)
+    ]
 
 
 async def delete_timers(conn: AsyncConnection, execution_id: str, timer_ids: Iterable[str]) -> None:

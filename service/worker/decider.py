@@ -63,8 +63,7 @@ class Decider:
     async def decide_one(self) -> bool:
         """Make one decision if some execution needs one; False when none does."""
         async with self.engine.begin() as conn:
-            at = await queries.now(conn)
-            claimed = await queries.claim_one(conn, at)
+            at, claimed = await queries.claim_one(conn)
             if claimed is None:
                 return False
             try:
@@ -133,14 +132,15 @@ class Decider:
         claimed: queries.Claimed,
         record: queries.VersionRecord,
         at: datetime,
-    ) -> tuple[list[Incoming], list[int], list[str]]:
+    ) -> list[Incoming]:
+        """The inbox events and due timers, taken out of their tables in this transaction."""
         pending: list[Incoming] = []
         inbox_rows = await queries.take_inbox(conn, claimed.id)
         for _, kind, body in inbox_rows:
             pending.append(await self._to_incoming(conn, claimed, record, kind, body, at))
-        fired = await queries.due_timers(conn, claimed.id, at)
+        fired = await queries.take_due_timers(conn, claimed.id, at)
         pending.extend(TimerFired(timer_id, at) for timer_id in fired)
-        return pending, [row[0] for row in inbox_rows], fired
+        return pending
 
     async def _to_incoming(
         self,
@@ -180,7 +180,7 @@ class Decider:
     async def _decide(self, conn: AsyncConnection, claimed: queries.Claimed, at: datetime) -> None:
         machine, record = await self._machine(conn, claimed.version_id)
         execution = await self._fold(conn, claimed, machine)
-        pending, inbox_ids, fired = await self._incoming(conn, claimed, record, at)
+        pending = await self._incoming(conn, claimed, record, at)
         waiting_before = set(execution.tasks)
         for incoming in pending:
             execution.handle(incoming)
@@ -189,8 +189,6 @@ class Decider:
         await queries.close_tasks(conn, claimed.id, waiting_before - set(execution.tasks))
         new_events = execution.new_events
         await queries.append_events(conn, claimed.id, new_events)
-        await queries.consume_inbox(conn, inbox_ids)
-        await queries.delete_timers(conn, claimed.id, fired)
         cancelled: list[int] = []
         for command in execution.commands:
             if isinstance(command, ScheduleTask):
