@@ -28,6 +28,7 @@ JSON = Any
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 # AWS: 1-80 characters, none of whitespace, brackets, wildcards, punctuation or control characters.
+_TOKEN = re.compile(r"^[0-9a-f]{64}$")  # the engine's tokens: SHA-256 of secret material
 _NAME = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]{1,80}$")
 
 
@@ -94,6 +95,10 @@ class TaskDoesNotExist(ServiceError):
     """No task has that token."""
 
 
+class InvalidToken(ServiceError):
+    """The text is not a task token."""
+
+
 class TaskTimedOut(ServiceError):
     """The task's token has expired or the task has already closed."""
 
@@ -110,6 +115,7 @@ class StateMachineInfo:
     role_arn: str
     type: str
     created_at: datetime
+    updated_at: datetime  # when this version was published
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +158,7 @@ def check_name(name: str, what: str) -> None:
     """Raise InvalidName unless ``name`` follows AWS's rules."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidName(
-            f"Invalid Name: '{name}' (a {what} name has 1-80 characters and no whitespace, "
+            f"Invalid Name: '{name}' (the {what} name must have 1-80 characters and no whitespace, "
             "brackets, wildcards, quotes or any of # % \\ ^ | ~ ` $ & , ; : /)"
         )
 
@@ -231,21 +237,40 @@ async def update_state_machine(
     return await describe_state_machine(engine, name)
 
 
-async def describe_state_machine(engine: AsyncEngine, name: str) -> StateMachineInfo:
-    """DescribeStateMachine (the latest version)."""
-    async with engine.connect() as conn:
-        row = await _state_machine_row(conn, name)
-        latest = await _latest_version(conn, row.id)
+def _info(row: Any, version: Any) -> StateMachineInfo:
     return StateMachineInfo(
         id=row.id,
         name=row.name,
         arn=row.arn,
-        definition=latest.definition,
-        version=latest.version,
+        definition=version.definition,
+        version=version.version,
         role_arn=row.role_arn,
         type=row.type,
         created_at=queries._aware(row.created_at),  # type: ignore[arg-type]
+        updated_at=queries._aware(version.created_at),  # type: ignore[arg-type]
     )
+
+
+async def describe_state_machine(engine: AsyncEngine, name: str) -> StateMachineInfo:
+    """DescribeStateMachine (the latest version)."""
+    async with engine.connect() as conn:
+        row = await _state_machine_row(conn, name)
+        return _info(row, await _latest_version(conn, row.id))
+
+
+async def state_machine_for_execution(engine: AsyncEngine, ref: str) -> StateMachineInfo:
+    """DescribeStateMachineForExecution: the version the execution runs, not the latest."""
+    e, v, sm = queries.executions, queries.versions, queries.state_machines
+    async with engine.connect() as conn:
+        execution_id = await _execution_id(conn, ref)
+        version = (
+            await conn.execute(
+                sa.select(v).join(e, e.c.version_id == v.c.id).where(e.c.id == execution_id)
+            )
+        ).first()
+        assert version is not None
+        row = (await conn.execute(sa.select(sm).where(sm.c.id == version.state_machine_id))).first()
+    return _info(row, version)
 
 
 async def list_state_machines(engine: AsyncEngine) -> list[StateMachineInfo]:
@@ -413,12 +438,26 @@ async def list_executions(
 async def stop_execution(
     engine: AsyncEngine, ref: str, error: str | None = None, cause: str | None = None
 ) -> datetime:
-    """StopExecution: the execution ends ABORTED at its next decision."""
+    """StopExecution: ABORTED when this returns, as on AWS (the decision is made right here,
+    under the execution's row lock, like any worker's). Returns the stop date."""
+    from service.worker.decider import Decider  # the worker package imports this module
+
     async with engine.begin() as conn:
         execution_id = await _execution_id(conn, ref)
+        status, stopped_at = (
+            await conn.execute(
+                sa.select(queries.executions.c.status, queries.executions.c.stopped_at).where(
+                    queries.executions.c.id == execution_id
+                )
+            )
+        ).one()
+        if status != "RUNNING":
+            return queries._aware(stopped_at) or await queries.now(conn)  # nothing left to stop
         at = await queries.now(conn)
         await queries.enqueue(conn, execution_id, "stop", {"error": error, "cause": cause}, at)
-        return at
+    await Decider(engine).decide_execution(execution_id)
+    summary = await describe_execution(engine, execution_id)
+    return summary.stopped_at or at
 
 
 async def history(engine: AsyncEngine, ref: str, after: int = 0) -> list[Event]:
@@ -435,8 +474,8 @@ async def history(engine: AsyncEngine, ref: str, after: int = 0) -> list[Event]:
 
 async def _task_by_token(conn: AsyncConnection, token: str) -> Any:
     o = queries.outbox
-    if not isinstance(token, str) or not token or len(token) > 1024:
-        raise TaskDoesNotExist("Invalid Token")
+    if not isinstance(token, str) or not _TOKEN.match(token):
+        raise InvalidToken(f"Invalid Token: '{token}'")
     row = (await conn.execute(sa.select(o).where(o.c.task_token == token))).first()
     if row is None:
         raise TaskDoesNotExist("Task Does Not Exist")

@@ -57,6 +57,25 @@ def _string(body: dict[str, JSON], key: str, required: bool = True) -> str | Non
     return value
 
 
+def _int(body: dict[str, JSON], key: str, default: int, low: int = 0, high: int = 1000) -> int:
+    value = body.get(key)
+    if value is None or value == 0:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValidationException(f"Value at '{key}' must be an integer from {low} to {high}")
+    return value
+
+
+_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
+
+
+def _execution_arn(body: dict[str, JSON]) -> str:
+    arn = _string(body, "executionArn")
+    assert arn is not None
+    control.name_from_arn(arn, "execution")  # InvalidArn for anything that is not one
+    return arn
+
+
 def _json_member(body: dict[str, JSON], key: str, error: type[control.ServiceError]) -> JSON:
     text = body.get(key)
     if text is None:
@@ -153,7 +172,7 @@ async def update_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> di
         if definition is not None
         else await control.describe_state_machine(engine, name)
     )
-    return {"updateDate": _epoch(info.created_at), "revisionId": str(info.version)}
+    return {"updateDate": _epoch(info.updated_at), "revisionId": str(info.version)}
 
 
 async def describe_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
@@ -185,7 +204,7 @@ async def validate_definition(engine: AsyncEngine, body: dict[str, JSON]) -> dic
     diagnostics = validate(definition)
     if body.get("severity") == "ERROR":
         diagnostics = [d for d in diagnostics if d.severity == "ERROR"]
-    limit = body.get("maxResults") or 100
+    limit = _int(body, "maxResults", 100, high=100)
     return {
         "result": validation_result(diagnostics),
         "diagnostics": [
@@ -210,28 +229,29 @@ async def start_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[st
 
 
 async def describe_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
-    arn = _string(body, "executionArn")
-    assert arn is not None
-    return _execution(await control.describe_execution(engine, arn))
+    return _execution(await control.describe_execution(engine, _execution_arn(body)))
 
 
 async def stop_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
-    arn = _string(body, "executionArn")
-    assert arn is not None
-    at = await control.stop_execution(engine, arn, body.get("error"), body.get("cause"))
+    at = await control.stop_execution(
+        engine, _execution_arn(body), body.get("error"), body.get("cause")
+    )
     return {"stopDate": _epoch(at)}
 
 
 async def list_executions(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
     arn = _string(body, "stateMachineArn")
     assert arn is not None
-    limit = int(body.get("maxResults") or 100)
+    limit = _int(body, "maxResults", 100)
     offset = _token(body.get("nextToken"))
+    status = body.get("statusFilter")
+    if status is not None and status not in _STATUSES:
+        raise ValidationException(
+            f"Value '{status}' at 'statusFilter' failed to satisfy constraint: Member must satisfy "
+            f"enum value set: [{', '.join(_STATUSES)}]"
+        )
     found = await control.list_executions(
-        engine,
-        control.name_from_arn(arn, "stateMachine"),
-        status=body.get("statusFilter"),
-        limit=offset + limit + 1,
+        engine, control.name_from_arn(arn, "stateMachine"), status=status, limit=offset + limit + 1
     )
     page = found[offset : offset + limit]
     out: dict[str, JSON] = {"executions": [_execution(s, with_data=False) for s in page]}
@@ -241,12 +261,10 @@ async def list_executions(engine: AsyncEngine, body: dict[str, JSON]) -> dict[st
 
 
 async def get_execution_history(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
-    arn = _string(body, "executionArn")
-    assert arn is not None
-    events = await control.history(engine, arn)
+    events = await control.history(engine, _execution_arn(body))
     if body.get("reverseOrder"):
         events.reverse()
-    limit = int(body.get("maxResults") or 100)
+    limit = _int(body, "maxResults", 100)
     offset = _token(body.get("nextToken"))
     include = body.get("includeExecutionData", True) is not False
     out: dict[str, JSON] = {"events": [_event(e, include) for e in events[offset : offset + limit]]}
@@ -258,16 +276,11 @@ async def get_execution_history(engine: AsyncEngine, body: dict[str, JSON]) -> d
 async def describe_state_machine_for_execution(
     engine: AsyncEngine, body: dict[str, JSON]
 ) -> dict[str, JSON]:
-    arn = _string(body, "executionArn")
-    assert arn is not None
-    summary = await control.describe_execution(engine, arn)
-    info = await control.describe_state_machine(
-        engine, control.name_from_arn(summary.state_machine_arn, "stateMachine")
-    )
+    info = await control.state_machine_for_execution(engine, _execution_arn(body))
     described = _state_machine(info)
     return {
         k: described[k] for k in ("stateMachineArn", "name", "definition", "roleArn", "revisionId")
-    } | {"updateDate": _epoch(info.created_at)}
+    } | {"updateDate": _epoch(info.updated_at)}
 
 
 async def send_task_success(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
@@ -303,11 +316,13 @@ async def run_test_state(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str
     mock = body.get("mock") or {}
     kwargs: dict[str, JSON] = {}
     if "result" in mock:
-        kwargs["result"] = json.loads(mock["result"])
+        kwargs["result"] = _json_member(mock, "result", ValidationException)
     if "errorOutput" in mock:
         kwargs["error"] = mock["errorOutput"].get("error")
         kwargs["cause"] = mock["errorOutput"].get("cause")
-    variables = json.loads(body["variables"]) if body.get("variables") else None
+    variables = (
+        _json_member(body, "variables", ValidationException) if body.get("variables") else None
+    )
     result = test_state(
         document,
         body.get("stateName"),

@@ -397,30 +397,29 @@ async def load_events(conn: AsyncConnection, execution_id: str, after: int = 0) 
     return out
 
 
-async def take_inbox(conn: AsyncConnection, execution_id: str) -> list[tuple[int, str, JSON]]:
-    """Remove and return the execution's waiting incoming events, oldest first.
-
-    Removed in the decision's own transaction: if the decision rolls back, so does this.
-    """
+async def take_inbox(
+    conn: AsyncConnection, execution_id: str
+) -> list[tuple[int, str, JSON, datetime]]:
+    """Remove and return the execution's waiting incoming events (id, kind, body, created_at),
+    oldest first. Removed in the decision's own transaction: a rollback puts them back."""
     rows = await conn.execute(
         inbox.delete()
         .where(inbox.c.execution_id == execution_id)
-        .returning(inbox.c.id, inbox.c.kind, inbox.c.body)
+        .returning(inbox.c.id, inbox.c.kind, inbox.c.body, inbox.c.created_at)
     )
-    return sorted((row[0], row[1], json.loads(row[2])) for row in rows)
+    return sorted((row[0], row[1], json.loads(row[2]), _aware(row[3])) for row in rows)  # type: ignore[misc]
 
 
-async def take_due_timers(conn: AsyncConnection, execution_id: str, at: datetime) -> list[str]:
-    """Remove and return the execution's timers due at ``at``, earliest first."""
+async def take_due_timers(
+    conn: AsyncConnection, execution_id: str, at: datetime
+) -> list[tuple[datetime, str]]:
+    """Remove and return the execution's timers due at ``at`` as (fire_at, timer_id), earliest first."""
     rows = await conn.execute(
         timers.delete()
         .where(timers.c.execution_id == execution_id, timers.c.fire_at <= at)
         .returning(timers.c.timer_id, timers.c.fire_at)
     )
-    return [
-        timer_id
-        for _, timer_id in sorted((_aware(fire_at), timer_id) for timer_id, fire_at in rows)
-    ]
+    return sorted((_aware(fire_at), timer_id) for timer_id, fire_at in rows)  # type: ignore[misc]
 
 
 async def delete_timers(conn: AsyncConnection, execution_id: str, timer_ids: Iterable[str]) -> None:

@@ -84,6 +84,15 @@ class Decider:
         self.decisions += 1
         return True
 
+    async def decide_execution(self, execution_id: str) -> None:
+        """Make a decision for one given execution now (waits for one in progress elsewhere)."""
+        async with self.engine.begin() as conn:
+            at = await queries.now(conn)
+            claimed = await queries.lock_execution(conn, execution_id)
+            if claimed is None:
+                return
+            await self._decide(conn, claimed, at)
+
     async def _quarantine(self, claimed: queries.Claimed, exc: Exception) -> None:
         async with self.engine.begin() as conn:
             at = await queries.now(conn)
@@ -133,13 +142,24 @@ class Decider:
         record: queries.VersionRecord,
         at: datetime,
     ) -> list[Incoming]:
-        """The inbox events and due timers, taken out of their tables in this transaction."""
+        """The inbox events and due timers, taken out of their tables in this transaction, in
+        the order they happened. A heartbeat that came before its task's heartbeat timer fell
+        due supersedes that timer (the heartbeat re-arms it)."""
+        timed: list[tuple[datetime, int, Incoming]] = []
+        for _, kind, body, created_at in await queries.take_inbox(conn, claimed.id):
+            incoming = await self._to_incoming(conn, claimed, record, kind, body, at)
+            timed.append((created_at, len(timed), incoming))
+        for fire_at, timer_id in await queries.take_due_timers(conn, claimed.id, at):
+            timed.append((fire_at, len(timed), TimerFired(timer_id, at)))
         pending: list[Incoming] = []
-        inbox_rows = await queries.take_inbox(conn, claimed.id)
-        for _, kind, body in inbox_rows:
-            pending.append(await self._to_incoming(conn, claimed, record, kind, body, at))
-        fired = await queries.take_due_timers(conn, claimed.id, at)
-        pending.extend(TimerFired(timer_id, at) for timer_id in fired)
+        beaten: set[int] = set()
+        for _, _, incoming in sorted(timed, key=lambda item: (item[0], item[1])):
+            if isinstance(incoming, TaskHeartbeat):
+                beaten.add(incoming.task_id)
+            elif isinstance(incoming, TimerFired) and incoming.timer_id.startswith("heartbeat:"):
+                if int(incoming.timer_id.partition(":")[2]) in beaten:
+                    continue
+            pending.append(incoming)
         return pending
 
     async def _to_incoming(

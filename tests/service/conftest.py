@@ -1,0 +1,61 @@
+"""Fixtures of the service tests: the real server (``statewright serve``) on each backend.
+
+* ``sqlite_api_server`` (session): on the embedded SQLite store in a temp dir.
+* ``postgres_api_server`` (session): on a clone of a migrated Postgres template database.
+* ``api_server`` (session, parametrized ``sqlite``/``postgres``): one of the two, so a test
+  that uses it runs against both backends; tests are grouped per backend.
+
+The servers are shared by every test of the session: tests use unique names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from service.db.migrate import upgrade
+from tests.postgres import PostgresServer, TemplateFactory, _Names, clone_database
+from tests.service.server import Server, running_server
+
+
+@pytest.fixture(scope="session")
+def sqlite_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("api-sqlite")
+    with running_server(
+        f"sqlite:///{folder / 'statewright.db'}", folder / "server.log", backend="sqlite"
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def api_schema_template(postgres_template_factory: TemplateFactory) -> str:
+    return postgres_template_factory("api_schema", upgrade)
+
+
+@pytest.fixture(scope="session")
+def postgres_api_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_server: PostgresServer,
+    _postgres_names: _Names,
+    api_schema_template: str,
+) -> Iterator[Server]:
+    # postgres_clone is function-scoped; a session-long server needs its own clone.
+    name = _postgres_names.next("api")
+    url = clone_database(postgres_server, api_schema_template, name)
+    folder = tmp_path_factory.mktemp("api-postgres")
+    try:
+        with running_server(url, folder / "server.log", backend="postgres") as server:
+            yield server
+    finally:
+        with contextlib.suppress(Exception):
+            postgres_server.drop_database(name)
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def api_server(request: pytest.FixtureRequest) -> Server:
+    server: Server = request.getfixturevalue(f"{request.param}_api_server")
+    return server
