@@ -419,7 +419,15 @@ async def take_due_timers(
         .where(timers.c.execution_id == execution_id, timers.c.fire_at <= at)
         .returning(timers.c.timer_id, timers.c.fire_at)
     )
-    return sorted((_aware(fire_at), timer_id) for timer_id, fire_at in rows)  # type: ignore[misc]
+    # Ties in time fire in creation order, as the engine's own runner (run_local) fires them:
+    # a timer id ends in the number of the event that started it.
+    due = [(_aware(fire_at), _creation_order(timer_id), timer_id) for timer_id, fire_at in rows]
+    return [(fire_at, timer_id) for fire_at, _, timer_id in sorted(due)]  # type: ignore[misc]
+
+
+def _creation_order(timer_id: str) -> int:
+    suffix = timer_id.rpartition(":")[2]
+    return int(suffix) if suffix.isdigit() else 0
 
 
 async def delete_timers(conn: AsyncConnection, execution_id: str, timer_ids: Iterable[str]) -> None:

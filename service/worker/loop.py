@@ -76,9 +76,11 @@ class Worker:
             except queries.StaleVersion:
                 continue  # another worker moved it on; the row is free again
             except Exception as exc:  # the database went away, or a driver error
-                log.warning("lane %d: %s; retrying in %.1f s", number, exc, backoff)
-                await self._sleep(wake, backoff)
-                backoff = min(backoff * 2, 5.0) * (0.5 + random.random())
+                # Exponential back-off up to 5 s, with jitter so workers do not retry in step.
+                delay = backoff * (0.5 + random.random() / 2)
+                log.warning("lane %d: %s; retrying in %.1f s", number, exc, delay)
+                await self._sleep(wake, delay)
+                backoff = min(backoff * 2, 5.0)
                 continue
             if not worked:
                 await self._sleep(wake, await self._idle_seconds())

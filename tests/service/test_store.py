@@ -372,3 +372,41 @@ def test_notify_wakes_an_idle_worker_without_polling(
         await engine.dispose()
 
     _run(scenario)
+
+
+def test_timers_due_together_fire_in_creation_order_like_run_local(database_url: str) -> None:
+    # 60 iterations waiting 1 s each: their timers fall due together; ids like wait:87 and
+    # wait:103 must not fire in text order.
+    definition = {
+        "StartAt": "M",
+        "States": {
+            "M": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": 0,
+                "ItemProcessor": {
+                    "StartAt": "W",
+                    "States": {"W": {"Type": "Wait", "Seconds": 1, "End": True}},
+                },
+                "End": True,
+            }
+        },
+    }
+    data = {"items": list(range(60))}
+
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", definition)
+        execution_id = (await control.start_execution(engine, "sm", data)).id
+        worker = Worker(database_url, lanes=1, poll_seconds=0.05)
+        task = asyncio.create_task(worker.run())
+        (summary,) = await _wait_done(engine, [execution_id], time.monotonic() + 20)
+        worker.stop()
+        await task
+        assert summary.status == "SUCCEEDED"
+        history = await control.history(engine, execution_id)
+        expected = [e for e in run_local(definition, data).events if not e.child]
+        assert _shape(_clean_details(history)) == _shape(_clean_details(expected))
+        await engine.dispose()
+
+    _run(scenario)
