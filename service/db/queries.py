@@ -264,21 +264,27 @@ class Claimed:
     started_at: datetime
 
 
+_CLAIM_COLUMNS = (
+    executions.c.id,
+    executions.c.arn,
+    executions.c.version_id,
+    executions.c.version,
+    executions.c.seed,
+    executions.c.input_ref,
+    executions.c.started_at,
+)
+
+
+def _claimed(row: Any) -> Claimed:
+    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], _aware(row[6]))  # type: ignore[arg-type]
+
+
 async def claim_one(conn: AsyncConnection) -> tuple[datetime, Claimed | None]:
     """The database time, and one execution locked for a decision due by then (Postgres skips
     rows other workers hold). One round trip: the clock is read in the same statement."""
     clock = sa.func.clock_timestamp() if is_postgres(conn) else sa.literal(datetime.now(UTC))
     query = (
-        sa.select(
-            executions.c.id,
-            executions.c.arn,
-            executions.c.version_id,
-            executions.c.version,
-            executions.c.seed,
-            executions.c.input_ref,
-            executions.c.started_at,
-            clock,
-        )
+        sa.select(*_CLAIM_COLUMNS, clock)
         .where(executions.c.wake_at <= clock)
         .order_by(executions.c.wake_at)
         .limit(1)
@@ -290,26 +296,18 @@ async def claim_one(conn: AsyncConnection) -> tuple[datetime, Claimed | None]:
         return await now(conn), None
     at = _aware(row[7])
     assert at is not None
-    return at, Claimed(row[0], row[1], row[2], row[3], row[4], row[5], _aware(row[6]))  # type: ignore[arg-type]
+    return at, _claimed(row)
 
 
 async def lock_execution(conn: AsyncConnection, execution_id: str) -> Claimed | None:
-    """Lock a given execution (waiting for a decision in progress)."""
-    query = sa.select(
-        executions.c.id,
-        executions.c.arn,
-        executions.c.version_id,
-        executions.c.version,
-        executions.c.seed,
-        executions.c.input_ref,
-        executions.c.started_at,
-    ).where(executions.c.id == execution_id)
+    """Lock a given running execution (waiting for a decision in progress); None if closed."""
+    query = sa.select(*_CLAIM_COLUMNS).where(
+        executions.c.id == execution_id, executions.c.status == "RUNNING"
+    )
     if is_postgres(conn):
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
-    if row is None:
-        return None
-    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], _aware(row[6]))  # type: ignore[arg-type]
+    return _claimed(row) if row is not None else None
 
 
 async def next_wake(conn: AsyncConnection) -> datetime | None:
