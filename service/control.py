@@ -7,6 +7,8 @@ map them (REST status codes, awsJson ``__type``).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import re
 import secrets
@@ -93,6 +95,14 @@ class ExecutionAlreadyExists(ServiceError):
 
 class TaskDoesNotExist(ServiceError):
     """No task has that token."""
+
+
+class ValidationException(ServiceError):
+    """A request member has a value outside what is allowed."""
+
+
+class StateMachineTypeNotSupported(ServiceError):
+    """The action needs a state machine of the other type (StartSyncExecution: EXPRESS)."""
 
 
 class InvalidToken(ServiceError):
@@ -203,6 +213,8 @@ async def create_state_machine(
 ) -> StateMachineInfo:
     """CreateStateMachine: idempotent for the same definition, else StateMachineAlreadyExists."""
     check_name(name, "state machine")
+    if kind not in ("STANDARD", "EXPRESS"):
+        raise ValidationException(f"Value '{kind}' at 'type' must be STANDARD or EXPRESS")
     text = _definition_text(definition)
     async with engine.begin() as conn:
         at = await queries.now(conn)
@@ -213,7 +225,7 @@ async def create_state_machine(
         ).scalar_one_or_none()
         if existing is None:
             await queries.create_state_machine(
-                conn, name, state_machine_arn(name), text, role_arn, at
+                conn, name, state_machine_arn(name), text, role_arn, at, kind
             )
         else:
             latest = await _latest_version(conn, existing)
@@ -351,6 +363,39 @@ async def start_execution(
                 at=await queries.now(conn),
             )
     return await describe_execution(engine, found)
+
+
+async def start_sync_execution(
+    engine: AsyncEngine,
+    state_machine: str,
+    input_value: JSON = None,
+    name: str | None = None,
+    timeout_seconds: float = 300.0,
+) -> ExecutionSummary:
+    """StartSyncExecution (EXPRESS state machines): start, decide at once in this process, and
+    wait for the end. Past ``timeout_seconds`` (AWS: 5 minutes for Express) it is stopped and
+    reported TIMED_OUT with States.Timeout."""
+    from service.worker.decider import Decider  # the worker package imports this module
+
+    info = await describe_state_machine(engine, state_machine)
+    if info.type != "EXPRESS":
+        raise StateMachineTypeNotSupported(
+            f"This operation is not supported by this type of state machine: {info.arn} is STANDARD"
+        )
+    summary = await start_execution(engine, state_machine, input_value, name)
+    await Decider(engine).decide_execution(summary.id)
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    delay = 0.005
+    while True:
+        summary = await describe_execution(engine, summary.id)
+        if summary.status != "RUNNING":
+            return summary
+        if asyncio.get_running_loop().time() > deadline:
+            await stop_execution(engine, summary.id, "States.Timeout", "The execution timed out")
+            stopped = await describe_execution(engine, summary.id)
+            return dataclasses.replace(stopped, status="TIMED_OUT")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 async def _execution_id(conn: AsyncConnection, ref: str) -> str:

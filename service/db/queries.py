@@ -122,13 +122,19 @@ class VersionRecord:
 
 
 async def create_state_machine(
-    conn: AsyncConnection, name: str, arn: str, definition: str, role_arn: str, at: datetime
+    conn: AsyncConnection,
+    name: str,
+    arn: str,
+    definition: str,
+    role_arn: str,
+    at: datetime,
+    kind: str = "STANDARD",
 ) -> VersionRecord:
-    """Insert a state machine with its first version."""
+    """Insert a state machine (STANDARD or EXPRESS) with its first version."""
     sm_id = (
         await conn.execute(
             state_machines.insert()
-            .values(name=name, arn=arn, role_arn=role_arn, created_at=at, type="STANDARD")
+            .values(name=name, arn=arn, role_arn=role_arn, created_at=at, type=kind)
             .returning(state_machines.c.id)
         )
     ).scalar_one()

@@ -822,3 +822,64 @@ def test_test_state_with_a_mock_result_that_is_not_json(api_server: Server) -> N
     response = raw_post(api_server, "AWSStepFunctions.TestState", json.dumps(body).encode())
     assert response.status_code == 400, response.text
     assert response.json()["__type"] == "ValidationException"
+
+
+# ---------------------------------------------------------------------------- StartSyncExecution
+
+
+def test_start_sync_execution_returns_the_result_of_an_express_workflow(sfn: Any) -> None:
+    arn = sfn.create_state_machine(
+        name=unique("express"),
+        definition=json.dumps(
+            {
+                "StartAt": "Greet",
+                "States": {
+                    "Greet": {
+                        "Type": "Pass",
+                        "Parameters": {"msg.$": "States.Format('hi {}', $.who)"},
+                        "End": True,
+                    }
+                },
+            }
+        ),
+        roleArn=ROLE,
+        type="EXPRESS",
+    )["stateMachineArn"]
+    result = sfn.start_sync_execution(stateMachineArn=arn, input=json.dumps({"who": "Ada"}))
+    assert result["status"] == "SUCCEEDED"
+    assert json.loads(result["output"]) == {"msg": "hi Ada"}
+    assert result["stopDate"] >= result["startDate"]
+    assert "billingDetails" in result
+
+
+def test_start_sync_execution_reports_a_failure_with_status_200(sfn: Any) -> None:
+    arn = sfn.create_state_machine(
+        name=unique("express"),
+        definition=json.dumps(
+            {
+                "StartAt": "F",
+                "States": {"F": {"Type": "Fail", "Error": "Boom", "Cause": "on purpose"}},
+            }
+        ),
+        roleArn=ROLE,
+        type="EXPRESS",
+    )["stateMachineArn"]
+    result = sfn.start_sync_execution(stateMachineArn=arn, input="{}")
+    assert (result["status"], result["error"], result["cause"]) == ("FAILED", "Boom", "on purpose")
+
+
+def test_start_sync_execution_of_a_standard_machine_is_refused(sfn: Any) -> None:
+    arn = create(sfn, {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
+    with pytest.raises(sfn.exceptions.StateMachineTypeNotSupported):
+        sfn.start_sync_execution(stateMachineArn=arn, input="{}")
+
+
+def test_an_unknown_state_machine_type_is_a_validation_error(raw_sfn: Any) -> None:
+    with pytest.raises(raw_sfn.exceptions.ClientError) as caught:
+        raw_sfn.create_state_machine(
+            name=unique("typed"),
+            definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+            roleArn=ROLE,
+            type="TURBO",
+        )
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
