@@ -1,0 +1,25 @@
+# Statewright: multi-stage build; the runtime image runs as a non-root user.
+# docker build -t statewright . && docker run -p 8080:8080 -e STATEWRIGHT_DATABASE_URL=postgresql://... statewright
+FROM python:3.11-slim AS build
+WORKDIR /src
+RUN python -m venv /opt/statewright
+COPY pyproject.toml README.md ./
+COPY statemachine ./statemachine
+COPY service ./service
+RUN /opt/statewright/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 statewright
+COPY --from=build /opt/statewright /opt/statewright
+WORKDIR /app
+# Migrations and samples are read from the working tree at run time.
+COPY alembic.ini ./
+COPY alembic ./alembic
+COPY definitions ./definitions
+COPY service ./service
+COPY statemachine ./statemachine
+ENV PATH=/opt/statewright/bin:$PATH PYTHONUNBUFFERED=1
+USER statewright
+EXPOSE 8080
+# Migrate, then serve the API with two in-process worker lanes; scale out with `statewright worker`.
+CMD ["sh", "-c", "statewright db upgrade && exec statewright serve --host 0.0.0.0 --port 8080 --workers 2"]
