@@ -42,7 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers: list[Worker] = []
         tasks: list[asyncio.Task[None]] = []
         if settings.workers > 0:
-            worker = Worker(settings.database_url, lanes=settings.workers, poll_seconds=1.0)
+            worker = Worker(
+                settings.database_url,
+                lanes=settings.workers,
+                poll_seconds=1.0,
+                mock_config=settings.mock_config,
+            )
             workers.append(worker)
             tasks.append(asyncio.create_task(worker.run()))
         try:

@@ -132,6 +132,19 @@ DATABASE_HELP = (
 )
 
 
+MOCK_HELP = (
+    "an AWS Step Functions Local mock config: executions started as '<arn>#<TestCase>' take "
+    "their task results from it (default: $STATEWRIGHT_MOCK_CONFIG)"
+)
+
+
+def _mock_config(args: argparse.Namespace) -> str | None:
+    path = getattr(args, "mock_config", None) or os.environ.get("STATEWRIGHT_MOCK_CONFIG") or None
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"cannot read mock config '{path}'")
+    return path
+
+
 def _database_url(args: argparse.Namespace) -> str | None:
     return args.database_url or os.environ.get("STATEWRIGHT_DATABASE_URL") or None
 
@@ -157,7 +170,7 @@ def command_worker(args: argparse.Namespace) -> int:
     normalize_url(url)
     if args.lanes < 1:
         raise UsageError("--lanes must be at least 1")
-    worker_main(url, lanes=args.lanes)
+    worker_main(url, lanes=args.lanes, mock_config=_mock_config(args))
     return EXIT_SUCCEEDED
 
 
@@ -177,7 +190,13 @@ def command_serve(args: argparse.Namespace) -> int:
     normalize_url(url)
     upgrade(url)
     workers = 0 if args.command == "api" else max(1, getattr(args, "workers", 1))
-    settings = Settings(database_url=url, host=args.host, port=args.port, workers=workers)
+    settings = Settings(
+        database_url=url,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        mock_config=_mock_config(args) if workers else None,
+    )
     if dev:
         _load_samples(url)
         print(
@@ -363,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
     worker.add_argument("--lanes", type=int, default=2, help="concurrent decisions (default 2)")
+    worker.add_argument("--mock-config", metavar="FILE", help=MOCK_HELP)
     worker.set_defaults(handler=command_worker)
 
     for command, summary in (
@@ -383,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
             server.add_argument(
                 "--workers", type=int, default=2, help="worker lanes in this process (default 2)"
             )
+            server.add_argument("--mock-config", metavar="FILE", help=MOCK_HELP)
         server.set_defaults(handler=command_serve)
 
     schema = commands.add_parser(

@@ -304,7 +304,11 @@ async def list_state_machines(engine: AsyncEngine) -> list[StateMachineInfo]:
 
 
 async def start_execution(
-    engine: AsyncEngine, state_machine: str, input_value: JSON = None, name: str | None = None
+    engine: AsyncEngine,
+    state_machine: str,
+    input_value: JSON = None,
+    name: str | None = None,
+    test_case: str | None = None,
 ) -> ExecutionSummary:
     """StartExecution. The same name with the same input returns the running execution
     (AWS's idempotency); with another input, or once it has closed, ExecutionAlreadyExists."""
@@ -361,6 +365,7 @@ async def start_execution(
                 input_value=input_value,
                 seed=secrets.randbits(62),
                 at=await queries.now(conn),
+                test_case=test_case,
             )
     return await describe_execution(engine, found)
 

@@ -16,3 +16,6 @@ class Settings(BaseSettings):
     workers: int = 1  # in-process worker lanes of `serve` and `dev`
     region: str = "us-east-1"
     account_id: str = "123456789012"
+    # An AWS Step Functions Local mock config: executions started as "<arn>#<TestCase>" get
+    # their task results from it (like Step Functions Local's SFN_MOCK_CONFIG).
+    mock_config: str | None = None

@@ -152,28 +152,28 @@ class MockTasks:
         self.invocations: dict[str, int] = {}
 
     def __call__(self, request: TaskRequest) -> JSON:
-        name = self.mapping.get(request.state_name)
-        if name is None:
-            raise TaskError(
-                "States.TaskFailed", f"No mocked response for state '{request.state_name}'"
-            )
         count = self.invocations.get(request.state_name, 0)
         self.invocations[request.state_name] = count + 1
+        return self.respond(request.state_name, request.resource, count)
+
+    def respond(self, state_name: str, resource: str, invocation: int) -> JSON:
+        """The mocked result of a state's ``invocation``-th call (0-based); TaskError for Throw."""
+        name = self.mapping.get(state_name)
+        if name is None:
+            raise TaskError("States.TaskFailed", f"No mocked response for state '{state_name}'")
         for low, high, response in self.responses[name]:
-            if low <= count <= high:
+            if low <= invocation <= high:
                 if "Throw" in response:
                     throw = response["Throw"]
                     raise TaskError(throw.get("Error", "States.TaskFailed"), throw.get("Cause"))
                 result = response["Return"]
-                if parse_resource(request.resource).kind == "lambda-function" and isinstance(
-                    result, Mapping
-                ):
+                if parse_resource(resource).kind == "lambda-function" and isinstance(result, Mapping):
                     # A Lambda function ARN task returns the Invoke response's Payload.
                     return result.get("Payload")
                 return result
         raise TaskError(
             "States.TaskFailed",
-            f"No mocked response for invocation {count} of state '{request.state_name}'",
+            f"No mocked response for invocation {invocation} of state '{state_name}'",
         )
 
 

@@ -217,12 +217,16 @@ async def validate_definition(engine: AsyncEngine, body: dict[str, JSON]) -> dic
 async def start_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
     arn = _string(body, "stateMachineArn")
     assert arn is not None
+    # AWS Step Functions Local's convention: "<state machine ARN>#<test case>" runs the
+    # execution with that mock config test case.
+    arn, _, test_case = arn.partition("#")
     data = _json_member(body, "input", control.InvalidExecutionInput)
     summary = await control.start_execution(
         engine,
         control.name_from_arn(arn, "stateMachine"),
         data,
         _string(body, "name", required=False),
+        test_case=test_case or None,
     )
     return {"executionArn": summary.arn, "startDate": _epoch(summary.started_at)}
 

@@ -203,6 +203,7 @@ async def start_execution(
     input_value: JSON,
     seed: int,
     at: datetime,
+    test_case: str | None = None,
 ) -> None:
     """Create an execution and queue its start; the next decision writes ExecutionStarted."""
     input_ref = await store_payload(conn, input_value)
@@ -219,6 +220,7 @@ async def start_execution(
             seed=seed,
             version=0,
             wake_at=at,
+            test_case=test_case,
         )
     )
     await conn.execute(
@@ -529,6 +531,7 @@ async def add_task(
             created_at=at,
         )
     )
+    await notify(conn, execution_id)  # runners listen on the same channel
 
 
 async def close_tasks(

@@ -85,6 +85,9 @@ class ExecutionRow(SQLModel, table=True):
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
     seed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # An AWS Step Functions Local mock config test case (StartExecution with "arn#TestCase"):
+    # its tasks are answered from the mock config instead of being run.
+    test_case: str | None = Field(default=None, max_length=80)
     # Fencing: the number of events in the history; an append names the version it extends.
     version: int = 0
     wake_at: datetime | None = Field(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
+from service.runners.mock import MockRunner
 from service.worker.decider import Decider
 
 log = logging.getLogger("statewright.worker")
@@ -34,6 +35,7 @@ class Worker:
         lanes: int = 2,
         poll_seconds: float = 1.0,
         engine: AsyncEngine | None = None,
+        mock_config: str | None = None,
     ) -> None:
         self.url = normalize_url(database_url)
         self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
@@ -41,6 +43,7 @@ class Worker:
         # SQLite has one writer at a time: more lanes would only wait on its lock.
         self.lanes = lanes if is_postgres(self.url) else 1
         self.poll_seconds = poll_seconds
+        self.mock_runner = MockRunner(self.engine, mock_config) if mock_config else None
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
@@ -54,7 +57,10 @@ class Worker:
         """Run until stop() (or SIGTERM/SIGINT when installed by main)."""
         listener = asyncio.create_task(self._listen()) if is_postgres(self.url) else None
         try:
-            await asyncio.gather(*(self._lane(i) for i in range(self.lanes)))
+            lanes = [self._lane(i) for i in range(self.lanes)]
+            if self.mock_runner is not None:
+                lanes.append(self._mock_lane())
+            await asyncio.gather(*lanes)
         finally:
             if listener is not None:
                 listener.cancel()
@@ -84,6 +90,22 @@ class Worker:
                 continue
             if not worked:
                 await self._sleep(wake, await self._idle_seconds())
+
+    async def _mock_lane(self) -> None:
+        """Answer mocked tasks (executions started with a mock config test case)."""
+        assert self.mock_runner is not None
+        wake = asyncio.Event()
+        self._lane_wakes.append(wake)
+        while not self.stopping.is_set():
+            wake.clear()
+            try:
+                worked = await self.mock_runner.run_one()
+            except Exception as exc:
+                log.warning("mock runner: %s", exc)
+                worked = False
+            if not worked:
+                # SQLite has no NOTIFY: poll briefly (mocks are a testing aid).
+                await self._sleep(wake, 0.05 if not is_postgres(self.url) else self.poll_seconds)
 
     def _wake_all(self) -> None:
         for wake in self._lane_wakes:
@@ -126,12 +148,12 @@ class Worker:
                 await asyncio.sleep(1.0)
 
 
-def main(database_url: str | None, lanes: int = 2) -> None:
+def main(database_url: str | None, lanes: int = 2, mock_config: str | None = None) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        worker = Worker(database_url, lanes=lanes)
+        worker = Worker(database_url, lanes=lanes, mock_config=mock_config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
