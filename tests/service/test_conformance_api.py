@@ -15,6 +15,7 @@ RUNNER = ROOT.parent / "shared" / "conformance" / "run.py"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.skipif(
     not RUNNER.exists(), reason="the conformance corpus is not beside this checkout"
 )
