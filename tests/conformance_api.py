@@ -39,6 +39,7 @@ class _Service:
     """The server and its database, started once per process."""
 
     def __init__(self) -> None:
+        _reap_orphans()
         self.stack = contextlib.ExitStack()
         self.dir = Path(tempfile.mkdtemp(prefix="statewright-conformance-"))
         self.mock_path = self.dir / "mocks.json"
@@ -76,6 +77,8 @@ class _Service:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        # Who owns the server: a later run kills it if this process died without cleaning up.
+        (self.dir / "owner").write_text(f"{os.getpid()} {self.process.pid}")
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -124,6 +127,20 @@ class _Service:
         temporary = self.mock_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(merged))
         temporary.replace(self.mock_path)  # the runner never reads a half-written file
+
+
+def _reap_orphans() -> None:
+    """Stop servers left by runs that were killed before their atexit cleanup ran."""
+    for owner in Path(tempfile.gettempdir()).glob("statewright-conformance-*/owner"):
+        parent, server = (int(x) for x in owner.read_text().split())
+        try:
+            os.kill(parent, 0)
+            continue  # its run is still going
+        except ProcessLookupError:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGKILL)
+        owner.unlink()
 
 
 _service: _Service | None = None
