@@ -352,10 +352,12 @@ async def start_execution(
             found = None
         if found is None:
             latest = await _latest_version(conn, sm_row.id)
-            version = await queries.load_version(conn, latest.id)
-            assert version is not None
+            version = queries.VersionRecord(
+                latest.id, sm_row.id, sm_row.name, sm_row.arn, sm_row.role_arn, latest.definition
+            )
             found = str(uuid.uuid4())
             name = name or found
+            at = await queries.now(conn)
             await queries.start_execution(
                 conn,
                 execution_id=found,
@@ -364,8 +366,23 @@ async def start_execution(
                 version=version,
                 input_value=input_value,
                 seed=secrets.randbits(62),
-                at=await queries.now(conn),
+                at=at,
                 test_case=test_case,
+            )
+            # Everything StartExecution reports is known here: no second transaction.
+            return ExecutionSummary(
+                id=found,
+                arn=execution_arn(state_machine, name),
+                name=name,
+                state_machine_arn=sm_row.arn,
+                status="RUNNING",
+                input=input_value,
+                output=None,
+                error=None,
+                cause=None,
+                started_at=at,
+                stopped_at=None,
+                events=0,
             )
     return await describe_execution(engine, found)
 
