@@ -21,6 +21,7 @@ from statemachine.definition import StateMachine, parse
 from statemachine.events import (
     CancelTask,
     CancelTimer,
+    Command,
     Event,
     Incoming,
     ScheduleTask,
@@ -167,7 +168,9 @@ class MockTasks:
                     throw = response["Throw"]
                     raise TaskError(throw.get("Error", "States.TaskFailed"), throw.get("Cause"))
                 result = response["Return"]
-                if parse_resource(resource).kind == "lambda-function" and isinstance(result, Mapping):
+                if parse_resource(resource).kind == "lambda-function" and isinstance(
+                    result, Mapping
+                ):
                     # A Lambda function ARN task returns the Invoke response's Payload.
                     return result.get("Payload")
                 return result
@@ -200,6 +203,7 @@ def run_local(
     clock: Callable[[], datetime] = _utc_now,
     seed: int = 0,
     max_events: int = MAX_HISTORY_EVENTS,
+    on_step: Callable[[Incoming, int, int, tuple[Command, ...]], None] | None = None,
 ) -> LocalResult:
     """Run an execution to completion in memory; Waits and retries use a virtual clock.
 
@@ -211,6 +215,8 @@ def run_local(
         clock: gives the virtual clock's starting time (injected: the engine reads no clock).
         seed: the seed of States.UUID, States.MathRandom and retry jitter.
         max_events: AWS's 25,000-event history cap.
+        on_step: called after each incoming event is handled, with the event, the history length
+            before and after, and the commands it produced (replay tests record runs with it).
     """
     machine = parse(definition)
     if mock_config is not None:
@@ -252,7 +258,10 @@ def run_local(
         ):
             continue
         execution.commands.clear()
+        before = len(execution.events)
         execution.handle(incoming)
+        if on_step is not None:
+            on_step(incoming, before, len(execution.events), tuple(execution.commands))
         for command in list(execution.commands):
             if isinstance(command, ScheduleTask):
                 _run_task(command, provider, when, push, execution)

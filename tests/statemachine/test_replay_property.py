@@ -8,7 +8,6 @@ feeding the rest of the recorded incoming events rebuilds the very same history,
 
 from __future__ import annotations
 
-import heapq
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -20,22 +19,11 @@ from hypothesis import strategies as st
 
 from statemachine import Execution, decide, parse, run_local
 from statemachine.events import (
-    CancelTask,
-    CancelTimer,
     Event,
     Incoming,
     Resume,
-    ScheduleTask,
-    StartExecution,
-    StartTimer,
-    TaskFailed,
-    TaskStarted,
-    TaskSubmitted,
-    TaskSucceeded,
-    TimerFired,
 )
 from statemachine.local import TaskError, TaskRequest
-from statemachine.resources import parse_resource
 
 JSON = Any
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -299,66 +287,18 @@ class Run:
 
 
 def drive(definition: dict[str, JSON], data: JSON, provide) -> Run:  # type: ignore[no-untyped-def]
-    """Run like run_local does, recording every incoming event fed to the Execution."""
-    execution = Execution(parse(definition))
-    queue: list[tuple[datetime, int, Incoming]] = []
-    cancelled_timers: set[str] = set()
-    cancelled_tasks: set[int] = set()
-    counter = 0
+    """Run with run_local, recording every incoming event it fed to the Execution."""
     steps: list[Step] = []
-
-    def push(when: datetime, incoming: Incoming) -> None:
-        nonlocal counter
-        counter += 1
-        heapq.heappush(queue, (when, counter, incoming))
-
-    push(START, StartExecution(data, START, EXECUTION_ARN, MACHINE_ARN, seed=0))
-    handled = 0
-    while queue and execution.status in ("RUNNING", "NOT_STARTED"):
-        handled += 1
-        assert handled < 20_000, "the run does not terminate"
-        when, _, incoming = heapq.heappop(queue)
-        if isinstance(incoming, TimerFired) and incoming.timer_id in cancelled_timers:
-            cancelled_timers.discard(incoming.timer_id)
-            continue
-        if (
-            isinstance(incoming, TaskSucceeded | TaskFailed | TaskStarted)
-            and incoming.task_id in cancelled_tasks
-        ):
-            continue
-        execution.commands.clear()
-        before = len(execution.events)
-        execution.handle(incoming)
-        steps.append(Step(incoming, before, len(execution.events), tuple(execution.commands)))
-        for command in list(execution.commands):
-            if isinstance(command, ScheduleTask):
-                frame = execution.tasks.get(command.task_id)
-                attempt = sum(frame.retry_counts.values()) if frame is not None else 0
-                request = TaskRequest(
-                    command.state_name,
-                    command.resource,
-                    command.parameters,
-                    attempt,
-                    command.task_token,
-                )
-                push(when, TaskStarted(command.task_id, when))
-                if parse_resource(command.resource).pattern in ("callback", "sync"):
-                    push(when, TaskSubmitted(command.task_id, when))
-                try:
-                    result = provide(request)
-                except TaskError as failure:
-                    push(when, TaskFailed(command.task_id, failure.error, failure.cause, when))
-                else:
-                    push(when, TaskSucceeded(command.task_id, result, when))
-            elif isinstance(command, StartTimer):
-                cancelled_timers.discard(command.timer_id)
-                fire = max(command.fire_at, when)
-                push(fire, TimerFired(command.timer_id, fire))
-            elif isinstance(command, CancelTimer):
-                cancelled_timers.add(command.timer_id)
-            elif isinstance(command, CancelTask):
-                cancelled_tasks.add(command.task_id)
-    return Run(list(execution.events), execution.status, steps)
+    result = run_local(
+        definition,
+        data,
+        tasks=provide,
+        clock=lambda: START,
+        on_step=lambda incoming, before, after, commands: steps.append(
+            Step(incoming, before, after, commands)
+        ),
+    )
+    return Run(result.events, result.status, steps)
 
 
 def shape(events: list[Event]) -> list[tuple[JSON, ...]]:
@@ -387,7 +327,7 @@ def test_valid_machines_finish_with_a_string_error(
     else:
         assert last.type == "ExecutionSucceeded"
         assert result.error is None
-    # The driver below follows the same protocol and must reach the same history.
+    # A second run of the same scenario gives the same history: the engine is deterministic.
     run = drive(definition, data, provider_for(outcomes))
     assert run.status == result.status
     assert shape(run.history) == shape(result.events)
@@ -435,7 +375,7 @@ def test_decide_at_each_boundary_returns_what_the_live_run_appended(
     assert decide(machine_model, run.history, Resume(START + timedelta(days=1))).events == ()
 
 
-# ---------------------------------------------------------------------------- known engine bugs
+# ---------------------------------------------------------------------------- regressions: replay after failures
 
 
 def _replay_from(definition: dict[str, JSON], run: Run, k: int) -> list[tuple[JSON, ...]]:
