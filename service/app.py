@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for ``settings`` (default: from the environment)."""
     settings = settings or Settings()
     control.REGION, control.ACCOUNT = settings.region, settings.account_id
+    aws.ACTIVITY_POLL_SECONDS = settings.activity_poll_seconds
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -588,3 +588,111 @@ async def _answer(
                 queries.outbox.update().where(queries.outbox.c.id == row.id).values(status="DONE")
             )
         await queries.enqueue(conn, row.execution_id, kind, {"task_id": row.task_id, **body}, at)
+
+
+# ---------------------------------------------------------------------------- activities
+
+
+class ActivityDoesNotExist(ServiceError):
+    """No activity has that ARN."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityInfo:
+    """An activity."""
+
+    name: str
+    arn: str
+    created_at: datetime
+
+
+def activity_arn(name: str) -> str:
+    """The ARN AWS would give an activity."""
+    return f"arn:aws:states:{REGION}:{ACCOUNT}:activity:{name}"
+
+
+async def create_activity(engine: AsyncEngine, name: str) -> ActivityInfo:
+    """CreateActivity (idempotent for an existing name, as on AWS)."""
+    check_name(name, "activity")
+    a = queries.activities
+    async with engine.begin() as conn:
+        row = (await conn.execute(sa.select(a).where(a.c.name == name))).first()
+        if row is None:
+            at = await queries.now(conn)
+            await conn.execute(a.insert().values(name=name, arn=activity_arn(name), created_at=at))
+            return ActivityInfo(name, activity_arn(name), at)
+    return ActivityInfo(row.name, row.arn, queries._aware(row.created_at))  # type: ignore[arg-type]
+
+
+async def describe_activity(engine: AsyncEngine, arn: str) -> ActivityInfo:
+    """DescribeActivity."""
+    a = queries.activities
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(a).where(a.c.arn == arn))).first()
+    if row is None:
+        raise ActivityDoesNotExist(f"Activity Does Not Exist: '{arn}'")
+    return ActivityInfo(row.name, row.arn, queries._aware(row.created_at))  # type: ignore[arg-type]
+
+
+async def list_activities(engine: AsyncEngine) -> list[ActivityInfo]:
+    """ListActivities, by name."""
+    a = queries.activities
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(a).order_by(a.c.name))).all()
+    return [ActivityInfo(r.name, r.arn, queries._aware(r.created_at)) for r in rows]  # type: ignore[arg-type]
+
+
+async def delete_activity(engine: AsyncEngine, arn: str) -> None:
+    """DeleteActivity (tasks already scheduled for it stay until they time out)."""
+    async with engine.begin() as conn:
+        await conn.execute(queries.activities.delete().where(queries.activities.c.arn == arn))
+
+
+async def take_activity_task(
+    engine: AsyncEngine, arn: str, worker: str | None
+) -> tuple[str, JSON] | None:
+    """Hand one waiting task of the activity to a worker: its token and input, or None."""
+    o = queries.outbox
+    async with engine.begin() as conn:
+        exists = (
+            await conn.execute(
+                sa.select(queries.activities.c.id).where(queries.activities.c.arn == arn)
+            )
+        ).first()
+        if exists is None:
+            raise ActivityDoesNotExist(f"Activity Does Not Exist: '{arn}'")
+        query = (
+            sa.select(o.c.id, o.c.execution_id, o.c.task_id, o.c.task_token, o.c.parameters_ref)
+            .where(o.c.resource == arn, o.c.status == "PENDING")
+            .order_by(o.c.id)
+            .limit(1)
+        )
+        if queries.is_postgres(conn):
+            query = query.with_for_update(skip_locked=True)
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        outbox_id, execution_id, task_id, token, ref = row
+        at = await queries.now(conn)
+        await conn.execute(
+            o.update()
+            .where(o.c.id == outbox_id)
+            .values(status="RUNNING", claimed_by=(worker or "")[:128])
+        )
+        await queries.enqueue(conn, execution_id, "task_started", {"task_id": task_id}, at)
+        value = (await queries.load_payloads(conn, [ref]))[ref]
+    return token, value
+
+
+async def get_activity_task(
+    engine: AsyncEngine, arn: str, worker: str | None, wait_seconds: float = 60.0
+) -> tuple[str, JSON] | None:
+    """GetActivityTask: long-poll up to ``wait_seconds`` for a task of the activity."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    delay = 0.05
+    while True:
+        taken = await take_activity_task(engine, arn, worker)
+        if taken is not None or asyncio.get_running_loop().time() >= deadline:
+            return taken
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)

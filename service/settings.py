@@ -19,3 +19,5 @@ class Settings(BaseSettings):
     # An AWS Step Functions Local mock config: executions started as "<arn>#<TestCase>" get
     # their task results from it (like Step Functions Local's SFN_MOCK_CONFIG).
     mock_config: str | None = None
+    # How long GetActivityTask holds a request open waiting for a task (AWS: 60 s).
+    activity_poll_seconds: float = 60.0

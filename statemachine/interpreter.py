@@ -779,7 +779,9 @@ class Execution:
         resource = state.get("Resource")
         timeout, heartbeat = dataflow.task_timeouts(self, frame)
         parameters = dataflow.arguments(self, frame)
-        token = self._task_token(frame) if resource.endswith(".waitForTaskToken") else None
+        # Callbacks and activities are answered by token (SendTaskSuccess/Failure/Heartbeat).
+        answered_by_token = resources.parse_resource(resource).pattern == "callback"
+        token = self._task_token(frame) if answered_by_token else None
         event_type = self._task_event_type(frame, "Scheduled")
         details = resources.scheduled_details(resource, parameters, timeout, heartbeat)
         event = self._emit(

@@ -367,7 +367,59 @@ async def run_test_state(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str
     return out
 
 
+def _activity(info: control.ActivityInfo) -> dict[str, JSON]:
+    return {"activityArn": info.arn, "name": info.name, "creationDate": _epoch(info.created_at)}
+
+
+async def create_activity(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    name = _string(body, "name")
+    assert name is not None
+    info = await control.create_activity(engine, name)
+    return {"activityArn": info.arn, "creationDate": _epoch(info.created_at)}
+
+
+async def describe_activity(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "activityArn")
+    assert arn is not None
+    control.name_from_arn(arn, "activity")
+    return _activity(await control.describe_activity(engine, arn))
+
+
+async def list_activities(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    return {"activities": [_activity(a) for a in await control.list_activities(engine)]}
+
+
+async def delete_activity(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "activityArn")
+    assert arn is not None
+    control.name_from_arn(arn, "activity")
+    await control.delete_activity(engine, arn)
+    return {}
+
+
+# How long GetActivityTask waits for a task (AWS: 60 s); the app sets it from its settings.
+ACTIVITY_POLL_SECONDS = 60.0
+
+
+async def get_activity_task(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "activityArn")
+    assert arn is not None
+    control.name_from_arn(arn, "activity")
+    taken = await control.get_activity_task(
+        engine, arn, _string(body, "workerName", required=False), ACTIVITY_POLL_SECONDS
+    )
+    if taken is None:
+        return {}
+    token, value = taken
+    return {"taskToken": token, "input": json.dumps(value)}
+
+
 ACTIONS: dict[str, Handler] = {
+    "CreateActivity": create_activity,
+    "DescribeActivity": describe_activity,
+    "ListActivities": list_activities,
+    "DeleteActivity": delete_activity,
+    "GetActivityTask": get_activity_task,
     "CreateStateMachine": create_state_machine,
     "UpdateStateMachine": update_state_machine,
     "DescribeStateMachine": describe_state_machine,

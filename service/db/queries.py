@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import (
     PAYLOAD_INLINE_LIMIT,
+    ActivityRow,
     EventRow,
     ExecutionRow,
     InboxRow,
@@ -39,6 +40,7 @@ timers = TimerRow.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 state_machines = StateMachineRow.__table__  # type: ignore[attr-defined]
 versions = StateMachineVersionRow.__table__  # type: ignore[attr-defined]
+activities = ActivityRow.__table__  # type: ignore[attr-defined]
 
 # Fields of event details and meta that hold state data (possibly large): stored by reference.
 _PAYLOAD_FIELDS = ("input", "output", "parameters")

@@ -166,3 +166,14 @@ class OutboxRow(SQLModel, table=True):
     claim_expires_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
+
+
+class ActivityRow(SQLModel, table=True):
+    """An activity: tasks that external workers take with GetActivityTask."""
+
+    __tablename__ = "activities"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=80, unique=True)
+    arn: str = Field(max_length=256, unique=True)
+    created_at: datetime = Field(sa_column=_now_column())

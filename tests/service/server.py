@@ -88,6 +88,8 @@ def _child_env() -> dict[str, str]:
     # Flags decide the configuration: drop STATEWRIGHT_* settings inherited from the shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # GetActivityTask's long poll: short, so a test of an empty activity takes a second.
+    env["STATEWRIGHT_ACTIVITY_POLL_SECONDS"] = "1"
     return env
 
 

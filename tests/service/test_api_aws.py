@@ -883,3 +883,76 @@ def test_an_unknown_state_machine_type_is_a_validation_error(raw_sfn: Any) -> No
             type="TURBO",
         )
     assert caught.value.response["Error"]["Code"] == "ValidationException"
+
+
+# ---------------------------------------------------------------------------- activities
+
+
+def test_an_activity_worker_takes_the_task_and_answers_it(api_server: Server, sfn: Any) -> None:
+    activity = sfn.create_activity(name=unique("act"))["activityArn"]
+    assert (
+        sfn.create_activity(name=activity.rsplit(":", 1)[1])["activityArn"] == activity
+    )  # idempotent
+    assert activity in [a["activityArn"] for a in sfn.list_activities()["activities"]]
+    assert sfn.describe_activity(activityArn=activity)["name"] == activity.rsplit(":", 1)[1]
+    arn = create(
+        sfn,
+        {
+            "StartAt": "Work",
+            "States": {
+                "Work": {
+                    "Type": "Task",
+                    "Resource": activity,
+                    "ResultPath": "$.answer",
+                    "End": True,
+                }
+            },
+        },
+    )
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"job": 7}))[
+        "executionArn"
+    ]
+    task: dict[str, Any] = {}
+    deadline = time.monotonic() + 30
+    while not task.get("taskToken"):
+        assert time.monotonic() < deadline, "no activity task was handed out"
+        task = sfn.get_activity_task(activityArn=activity, workerName="worker-1")
+    assert json.loads(task["input"]) == {"job": 7}
+    sfn.send_task_heartbeat(taskToken=task["taskToken"])
+    sfn.send_task_success(taskToken=task["taskToken"], output=json.dumps({"done": True}))
+    described = wait_status(api_server, sfn, execution, "SUCCEEDED")
+    assert json.loads(described["output"]) == {"job": 7, "answer": {"done": True}}
+    types = [e["type"] for e in sfn.get_execution_history(executionArn=execution)["events"]]
+    assert types == [
+        "ExecutionStarted",
+        "TaskStateEntered",
+        "ActivityScheduled",
+        "ActivityStarted",
+        "ActivitySucceeded",
+        "TaskStateExited",
+        "ExecutionSucceeded",
+    ]
+    with pytest.raises(sfn.exceptions.TaskTimedOut):
+        sfn.send_task_success(taskToken=task["taskToken"], output="{}")
+
+
+def test_get_activity_task_with_nothing_to_do_returns_no_token(sfn: Any) -> None:
+    activity = sfn.create_activity(name=unique("idle"))["activityArn"]
+    started = time.monotonic()
+    task = sfn.get_activity_task(activityArn=activity)
+    assert not task.get("taskToken")
+    assert time.monotonic() - started >= 0.9  # it held the request (the long poll), then gave up
+
+
+def test_activity_errors(sfn: Any) -> None:
+    missing = "arn:aws:states:us-east-1:123456789012:activity:no-such-activity"
+    with pytest.raises(sfn.exceptions.ActivityDoesNotExist):
+        sfn.describe_activity(activityArn=missing)
+    with pytest.raises(sfn.exceptions.ActivityDoesNotExist):
+        sfn.get_activity_task(activityArn=missing)
+    with pytest.raises(sfn.exceptions.InvalidArn):
+        sfn.describe_activity(activityArn="not-an-arn")
+    activity = sfn.create_activity(name=unique("gone"))["activityArn"]
+    sfn.delete_activity(activityArn=activity)
+    with pytest.raises(sfn.exceptions.ActivityDoesNotExist):
+        sfn.describe_activity(activityArn=activity)
