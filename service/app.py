@@ -28,6 +28,7 @@ _REST_STATUS = {
     "StateMachineAlreadyExists": 409,
     "ExecutionAlreadyExists": 409,
     "TaskTimedOut": 409,
+    "ExecutionNotRedrivable": 409,
 }
 
 

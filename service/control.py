@@ -696,3 +696,51 @@ async def get_activity_task(
             return taken
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+# ---------------------------------------------------------------------------- redrive
+
+
+class ExecutionNotRedrivable(ServiceError):
+    """Only FAILED, TIMED_OUT and ABORTED executions can be redriven."""
+
+
+async def redrive_execution(engine: AsyncEngine, ref: str) -> datetime:
+    """RedriveExecution: continue from the state the execution stopped in. Returns the date."""
+    from service.worker.decider import Decider  # the worker package imports this module
+
+    e = queries.executions
+    async with engine.begin() as conn:
+        execution_id = await _execution_id(conn, ref)
+        status = (
+            await conn.execute(sa.select(e.c.status).where(e.c.id == execution_id))
+        ).scalar_one()
+        if status not in ("FAILED", "TIMED_OUT", "ABORTED"):
+            raise ExecutionNotRedrivable(
+                f"Execution is {status}: only FAILED, TIMED_OUT and ABORTED executions can be redriven"
+            )
+        at = await queries.now(conn)
+        await conn.execute(
+            queries.inbox.insert().values(
+                execution_id=execution_id, kind="redrive", body="{}", created_at=at
+            )
+        )
+        await conn.execute(e.update().where(e.c.id == execution_id).values(wake_at=at))
+        await queries.notify(conn, execution_id)
+    await Decider(engine).decide_execution(execution_id, closed_too=True)
+    return at
+
+
+async def redrive_info(engine: AsyncEngine, ref: str) -> tuple[int, datetime | None]:
+    """How many times the execution was redriven, and when last."""
+    ev = queries.events
+    async with engine.connect() as conn:
+        execution_id = await _execution_id(conn, ref)
+        count, last = (
+            await conn.execute(
+                sa.select(sa.func.count(), sa.func.max(ev.c.timestamp)).where(
+                    ev.c.execution_id == execution_id, ev.c.type == "ExecutionRedriven"
+                )
+            )
+        ).one()
+    return int(count), queries._aware(last)

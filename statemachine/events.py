@@ -225,8 +225,16 @@ class Resume:
     timestamp: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RedriveExecution:
+    """RedriveExecution: continue a FAILED, TIMED_OUT or ABORTED execution from where it stopped."""
+
+    timestamp: datetime
+
+
 Incoming = (
     StartExecution
+    | RedriveExecution
     | TaskStarted
     | TaskSubmitted
     | TaskSucceeded

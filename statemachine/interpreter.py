@@ -13,6 +13,7 @@ prefix of a history therefore rebuilds exactly the state the live run had at tha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -33,6 +34,7 @@ from statemachine.events import (
     Decision,
     Event,
     Incoming,
+    RedriveExecution,
     Resume,
     ScheduleTask,
     StartExecution,
@@ -52,6 +54,7 @@ JSON = Any
 
 MAX_PAYLOAD_BYTES = 262_144  # AWS: state and task payloads are at most 256 KiB
 MAX_HISTORY_EVENTS = 25_000
+REDRIVABLE = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 MAX_VARIABLES_BYTES = 10 * 1024 * 1024  # AWS: all workflow variables of an execution
 INLINE_MAP_CONCURRENCY = 40  # AWS runs at most 40 inline Map iterations at once, even with 0
 RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
@@ -281,6 +284,9 @@ class Execution:
         if kind == "ExecutionStarted":
             self._apply_started(event)
             return
+        if kind == "ExecutionRedriven":
+            self._apply_redriven(event)
+            return
         if kind in _CLOSING:
             self.status = _CLOSED_STATUS[kind]
             self.tasks.clear()
@@ -315,6 +321,28 @@ class Execution:
         self.status = RUNNING
         # AWS numbers the first StateEntered's previousEventId 0, not 1.
         self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], 0)
+
+    def _apply_redriven(self, event: Event) -> None:
+        """Redrive: the execution runs again from the state it stopped in, with that state's
+        input. What that state had started (branches, iterations, tasks, timers) is dropped and
+        the state runs again whole; the states before it are not run again."""
+        assert self.info is not None and self.root is not None
+        self.info = dataclasses.replace(self.info, redrive_count=event.details["redriveCount"])
+        self.status = RUNNING
+        self.tasks.clear()
+        self.timers.clear()
+        root = self.root
+        for scope, frame in list(self.frames.items()):
+            if frame is not root:
+                frame.aborted = True
+                del self.frames[scope]
+        root.children = {}
+        root.finished = {}
+        root.aborted = False
+        root.queued = False
+        root.last_id = event.id
+        root.phase = "enter" if root.phase != "done" else "done"
+        self._mark(root)
 
     def _apply_entered(self, event: Event, frame: Frame) -> None:
         name = event.details["name"]
@@ -508,6 +536,16 @@ class Execution:
             if self.status != "NOT_STARTED":
                 raise HistoryError("the execution has already started")
             self._start(incoming)
+        elif isinstance(incoming, RedriveExecution):
+            if self.status not in REDRIVABLE:
+                return  # nothing to redrive (the service refuses it before it gets here)
+            assert self.info is not None
+            self._emit(
+                None,
+                "ExecutionRedriven",
+                {"redriveCount": self.info.redrive_count + 1},
+                previous=len(self.events),
+            )
         elif self.status != RUNNING:
             return  # late results and timers of a closed execution are ignored
         elif isinstance(incoming, StopExecution):

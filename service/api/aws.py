@@ -248,7 +248,23 @@ async def start_sync_execution(engine: AsyncEngine, body: dict[str, JSON]) -> di
 
 
 async def describe_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
-    return _execution(await control.describe_execution(engine, _execution_arn(body)))
+    arn = _execution_arn(body)
+    out = _execution(await control.describe_execution(engine, arn))
+    count, last = await control.redrive_info(engine, arn)
+    out["redriveCount"] = count
+    if last is not None:
+        out["redriveDate"] = _epoch(last)
+    if out["status"] in ("FAILED", "TIMED_OUT", "ABORTED"):
+        out["redriveStatus"] = "REDRIVABLE"
+    else:
+        out["redriveStatus"] = "NOT_REDRIVABLE"
+        out["redriveStatusReason"] = f"Execution is {out['status']}"
+    return out
+
+
+async def redrive_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    at = await control.redrive_execution(engine, _execution_arn(body))
+    return {"redriveDate": _epoch(at)}
 
 
 async def stop_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
@@ -429,6 +445,7 @@ ACTIONS: dict[str, Handler] = {
     "StartSyncExecution": start_sync_execution,
     "DescribeExecution": describe_execution,
     "StopExecution": stop_execution,
+    "RedriveExecution": redrive_execution,
     "ListExecutions": list_executions,
     "GetExecutionHistory": get_execution_history,
     "DescribeStateMachineForExecution": describe_state_machine_for_execution,

@@ -174,6 +174,13 @@ async def stop(
     return {"stop_requested_at": at.isoformat()}
 
 
+@router.post("/executions/{execution_id}/redrive", status_code=202)
+async def redrive(engine: EngineDep, execution_id: str) -> ExecutionPublic:
+    """Continue a FAILED, TIMED_OUT or ABORTED execution from the state it stopped in."""
+    await control.redrive_execution(engine, execution_id)
+    return _ex(await control.describe_execution(engine, execution_id))
+
+
 @router.post("/callbacks/{token}/success", status_code=202)
 async def callback_success(
     engine: EngineDep, token: str, output: Annotated[JSON, Body()] = None

@@ -309,11 +309,14 @@ async def claim_one(conn: AsyncConnection) -> tuple[datetime, Claimed | None]:
     return at, _claimed(row)
 
 
-async def lock_execution(conn: AsyncConnection, execution_id: str) -> Claimed | None:
-    """Lock a given running execution (waiting for a decision in progress); None if closed."""
-    query = sa.select(*_CLAIM_COLUMNS).where(
-        executions.c.id == execution_id, executions.c.status == "RUNNING"
-    )
+async def lock_execution(
+    conn: AsyncConnection, execution_id: str, closed_too: bool = False
+) -> Claimed | None:
+    """Lock a given running execution (waiting for a decision in progress); None if closed
+    (unless ``closed_too``)."""
+    query = sa.select(*_CLAIM_COLUMNS).where(executions.c.id == execution_id)
+    if not closed_too:
+        query = query.where(executions.c.status == "RUNNING")
     if is_postgres(conn):
         query = query.with_for_update()
     row = (await conn.execute(query)).first()

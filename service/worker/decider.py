@@ -33,6 +33,7 @@ from statemachine.events import (
     CancelTask,
     CancelTimer,
     Incoming,
+    RedriveExecution,
     ScheduleTask,
     StartExecution,
     StartTimer,
@@ -84,11 +85,12 @@ class Decider:
         self.decisions += 1
         return True
 
-    async def decide_execution(self, execution_id: str) -> None:
-        """Make a decision for one given execution now (waits for one in progress elsewhere)."""
+    async def decide_execution(self, execution_id: str, closed_too: bool = False) -> None:
+        """Make a decision for one given execution now (waits for one in progress elsewhere);
+        ``closed_too`` for a redrive, which wakes a closed execution."""
         async with self.engine.begin() as conn:
             at = await queries.now(conn)
-            claimed = await queries.lock_execution(conn, execution_id)
+            claimed = await queries.lock_execution(conn, execution_id, closed_too=closed_too)
             if claimed is None:
                 return
             await self._decide(conn, claimed, at)
@@ -184,6 +186,8 @@ class Decider:
             )
         if kind == "stop":
             return StopExecution(at, body.get("error"), body.get("cause"))
+        if kind == "redrive":
+            return RedriveExecution(at)
         task_id = int(body["task_id"])
         if kind == "task_started":
             return TaskStarted(task_id, at)
@@ -232,7 +236,15 @@ class Decider:
             elif isinstance(command, CancelTask):
                 cancelled.append(command.task_id)
         await queries.cancel_tasks(conn, claimed.id, cancelled)
-        closed = None
+        closed: dict[str, Any] | None = None
+        if (
+            execution.status == "RUNNING"
+            and claimed.version
+            and new_events
+            and new_events[0].type == "ExecutionRedriven"
+        ):
+            # Running again: what the last close recorded no longer applies.
+            closed = {"stopped_at": None, "error": None, "cause": None, "output_ref": None}
         if execution.status != "RUNNING":
             last = execution.events[-1]
             closed = {

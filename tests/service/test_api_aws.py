@@ -956,3 +956,63 @@ def test_activity_errors(sfn: Any) -> None:
     sfn.delete_activity(activityArn=activity)
     with pytest.raises(sfn.exceptions.ActivityDoesNotExist):
         sfn.describe_activity(activityArn=activity)
+
+
+# ---------------------------------------------------------------------------- redrive
+
+
+def test_redrive_continues_a_failed_execution_from_the_failed_state(
+    api_server: Server, sfn: Any
+) -> None:
+    # The callback task fails first; after the redrive the same state waits again and succeeds.
+    arn = create(
+        sfn,
+        {
+            "StartAt": "Prepare",
+            "States": {
+                "Prepare": {
+                    "Type": "Pass",
+                    "Result": 1,
+                    "ResultPath": "$.prepared",
+                    "Next": "Wait",
+                },
+                "Wait": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {"MessageBody": {"token.$": "$$.Task.Token"}},
+                    "End": True,
+                },
+            },
+        },
+    )
+    execution = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+
+    def token() -> str | None:
+        for event in sfn.get_execution_history(executionArn=execution, reverseOrder=True)["events"]:
+            if event["type"] == "TaskScheduled":
+                params = json.loads(event["taskScheduledEventDetails"]["parameters"])
+                value: str = params["MessageBody"]["token"]
+                return value
+        return None
+
+    first = api_server.wait_for(token, "the first task token", timeout=30)
+    sfn.send_task_failure(taskToken=first, error="Downstream.Broken", cause="maintenance")
+    failed = wait_status(api_server, sfn, execution, "FAILED")
+    assert failed["redriveStatus"] == "REDRIVABLE"
+    redriven = sfn.redrive_execution(executionArn=execution)
+    assert redriven["redriveDate"]
+
+    def new_token() -> str | None:
+        current = token()
+        return current if current and current != first else None
+
+    second = api_server.wait_for(new_token, "a new task token after the redrive", timeout=30)
+    sfn.send_task_success(taskToken=second, output=json.dumps({"ok": True}))
+    described = wait_status(api_server, sfn, execution, "SUCCEEDED")
+    assert json.loads(described["output"]) == {"ok": True}
+    assert described["redriveCount"] == 1
+    types = [e["type"] for e in all_events(sfn, execution)]
+    assert types.count("PassStateEntered") == 1  # Prepare was not run again
+    assert "ExecutionRedriven" in types
+    with pytest.raises(sfn.exceptions.ExecutionNotRedrivable):
+        sfn.redrive_execution(executionArn=execution)
