@@ -49,7 +49,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +73,8 @@ if TYPE_CHECKING:
 
     from tests.postgres import PostgresServer
 
+from common import median, pass_chain, percentile, say, verdict  # noqa: E402
+
 JSON = Any
 GOAL_RATIO = 0.40  # StartExecution/s ÷ bare endpoint requests/s
 NOTIFY_CHANNEL = "swapi_done"
@@ -97,43 +98,6 @@ class Sizes:
 
 FULL = Sizes(seconds=5.0, reps=3, warmup_seconds=1.0, latency_executions=200)
 QUICK = Sizes(seconds=2.0, reps=2, warmup_seconds=0.5, latency_executions=50)
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def pass_chain(length: int) -> dict[str, JSON]:
-    """``length`` Pass states, each with a path and an intrinsic (as in bench/durable.py)."""
-    states: dict[str, JSON] = {}
-    for i in range(1, length + 1):
-        state: dict[str, JSON] = {
-            "Type": "Pass",
-            "Parameters": {
-                "step": i,
-                "prev.$": "$.last.step",
-                "n.$": "States.MathAdd($.last.n, 1)",
-            },
-            "ResultPath": "$.last",
-        }
-        state.update({"Next": f"Step{i + 1}"} if i < length else {"End": True})
-        states[f"Step{i}"] = state
-    return {"StartAt": "Step1", "States": states}
 
 
 # ---------------------------------------------------------------------------- the bare server

@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from tests.postgres import PostgresServer
+
+from common import median, pass_chain, percentile, say, verdict  # noqa: E402
 
 JSON = Any
 GOAL_BASELINE_RATIO = 2.0  # Statewright transitions/s ÷ single-insert transactions/s
@@ -100,44 +101,7 @@ FULL = Sizes(1.0, 3, 300, 3, 200, 200, 10_000, (20, 2_000, 20_000), 3, 5, (100, 
 QUICK = Sizes(0.5, 2, 100, 1, 50, 50, 2_000, (20, 2_000, 20_000), 2, 3, (100, 1_000), (100, 1_000, 10_000), 1)  # fmt: skip
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 # ---------------------------------------------------------------------------- definitions
-
-
-def pass_chain(length: int) -> dict[str, JSON]:
-    """``length`` Pass states, each with a path and an intrinsic (as in bench/engine.py)."""
-    states: dict[str, JSON] = {}
-    for i in range(1, length + 1):
-        state: dict[str, JSON] = {
-            "Type": "Pass",
-            "Parameters": {
-                "step": i,
-                "prev.$": "$.last.step",
-                "n.$": "States.MathAdd($.last.n, 1)",
-            },
-            "ResultPath": "$.last",
-        }
-        state.update({"Next": f"Step{i + 1}"} if i < length else {"End": True})
-        states[f"Step{i}"] = state
-    return {"StartAt": "Step1", "States": states}
 
 
 CHAIN_INPUT = {"value": "hello", "last": {"step": 0, "n": 0}}
