@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
@@ -94,13 +95,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse(
-            {
-                "code": "ValidationException",
-                "message": "The request is not valid",
-                "errors": exc.errors(),
-            },
-            status_code=422,
+        body = {
+            "code": "ValidationException",
+            "message": "The request is not valid",
+            "errors": exc.errors(),
+        }
+        # The errors may quote the raw body, which can be bytes.
+        encoded = jsonable_encoder(
+            body, custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
         )
+        return JSONResponse(encoded, status_code=422)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def unicode_error(request: Request, exc: UnicodeEncodeError) -> Response:
+        # A lone surrogate ("\ud800") parses as JSON but cannot be stored or compared.
+        message = "Strings must be valid Unicode (no lone surrogates)"
+        return JSONResponse({"code": "ValidationException", "message": message}, status_code=400)
 
     return app

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import control
+from statemachine.errors import DefinitionError
 from statemachine.events import Event
 from statemachine.teststate import test_state
 from statemachine.validate import result as validation_result
@@ -33,6 +34,10 @@ ValidationException = control.ValidationException
 
 class UnknownOperationException(control.ServiceError):
     """The X-Amz-Target names no Step Functions action."""
+
+
+class InvalidDefinition(control.ServiceError):
+    """A definition (or TestState's state) that cannot be parsed."""
 
 
 class SerializationException(control.ServiceError):
@@ -82,9 +87,13 @@ def _json_member(body: dict[str, JSON], key: str, error: type[control.ServiceErr
     if not isinstance(text, str):
         raise ValidationException(f"Value at '{key}' must be a string holding JSON")
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogates
+        return value
+    except (ValueError, UnicodeError) as exc:
         raise error(f"Invalid JSON in '{key}': {exc}") from None
+    except RecursionError:
+        raise error(f"The JSON in '{key}' is nested too deeply") from None
 
 
 def _state_machine(info: control.StateMachineInfo) -> dict[str, JSON]:
@@ -135,9 +144,11 @@ def _event(event: Event, include_data: bool) -> dict[str, JSON]:
     return out
 
 
-def _token(value: str | None) -> int:
+def _token(value: JSON) -> int:
     if not value:
         return 0
+    if not isinstance(value, str):
+        raise ValidationException("Value at 'nextToken' must be a string")
     try:
         return int(base64.urlsafe_b64decode(value.encode()).decode())
     except ValueError:
@@ -156,7 +167,11 @@ async def create_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> di
     definition = _string(body, "definition")
     assert name is not None and definition is not None
     info = await control.create_state_machine(
-        engine, name, definition, body.get("roleArn") or "", body.get("type") or "STANDARD"
+        engine,
+        name,
+        definition,
+        _string(body, "roleArn", required=False) or "",
+        _string(body, "type", required=False) or "STANDARD",
     )
     return {"stateMachineArn": info.arn, "creationDate": _epoch(info.created_at)}
 
@@ -349,18 +364,26 @@ async def run_test_state(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str
     except ValueError as exc:
         raise ValidationException(f"Invalid definition JSON: {exc}") from None
     mock = body.get("mock") or {}
+    if not isinstance(mock, dict):
+        raise ValidationException("Value at 'mock' must be an object")
     kwargs: dict[str, JSON] = {}
     if "result" in mock:
         kwargs["result"] = _json_member(mock, "result", ValidationException)
     if "errorOutput" in mock:
-        kwargs["error"] = mock["errorOutput"].get("error")
-        kwargs["cause"] = mock["errorOutput"].get("cause")
+        error_output = mock["errorOutput"]
+        if not isinstance(error_output, dict):
+            raise ValidationException("Value at 'mock.errorOutput' must be an object")
+        kwargs["error"] = _string(error_output, "error", required=False)
+        kwargs["cause"] = _string(error_output, "cause", required=False)
     variables = (
         _json_member(body, "variables", ValidationException) if body.get("variables") else None
     )
+    if variables is not None and not isinstance(variables, dict):
+        raise ValidationException("Value at 'variables' must hold a JSON object")
+    state_name = _string(body, "stateName", required=False)
     result = test_state(
         document,
-        body.get("stateName"),
+        state_name,
         _json_member(body, "input", control.InvalidExecutionInput),
         variables=variables,
         **kwargs,
@@ -482,12 +505,20 @@ async def handle(request: Request, engine: AsyncEngine) -> Response:
         )
     try:
         body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        return _error(SerializationException(f"The request body is not JSON: {exc}"))
+        # A lone surrogate ("\ud800") is valid JSON text but no Unicode string can hold it.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError) as exc:
+        return _error(SerializationException(f"The request body is not valid JSON: {exc}"))
+    except RecursionError:
+        return _error(SerializationException("The request body is nested too deeply"))
     if not isinstance(body, dict):
         return _error(ValidationException("The request body must be a JSON object"))
     try:
         result = await handler(engine, body)
     except control.ServiceError as exc:
         return _error(exc)
+    except DefinitionError as exc:
+        return _error(InvalidDefinition(f"Invalid State Machine Definition: '{exc}'"))
+    except UnicodeEncodeError:
+        return _error(ValidationException("Strings must be valid Unicode (no lone surrogates)"))
     return JSONResponse(result, media_type="application/x-amz-json-1.0")
