@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
     from tests.postgres import PostgresServer
 
-from common import median, pass_chain, percentile, say, verdict  # noqa: E402
+from common import median, pass_chain, percentile, report_profile, say, verdict  # noqa: E402
 
 JSON = Any
 GOAL_RATIO = 0.40  # StartExecution/s ÷ bare endpoint requests/s
@@ -599,36 +599,6 @@ async def section_latency(
         )
 
 
-def report_profile(path: Path, top: int = 15) -> None:
-    """The functions most often on the stack (inclusive) and at its top (self), from py-spy."""
-    if not path.exists():
-        say(f"    py-spy wrote no profile ({path})")
-        return
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[-1].split("/")[-1] for f in stack.split(";")
-        ]
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-    say(f"    py-spy {path} ({total} samples); top inclusive, then top self:")
-    skip = ("asyncio", "<module>", "uvloop", "run (", "_run_once")
-    ours = {k: v for k, v in inclusive.items() if not any(s in k for s in skip)}
-    for frame, count in sorted(ours.items(), key=lambda kv: -kv[1])[:top]:
-        say(f"      {100 * count / total:5.1f}%  {frame}")
-    say("      --")
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        say(f"      {100 * count / total:5.1f}%  {frame}")
-
-
 async def run(bench: Bench, profile: Path | None, clients: list[str]) -> None:
     import httpx
 
@@ -748,7 +718,9 @@ async def run(bench: Bench, profile: Path | None, clients: list[str]) -> None:
     if profile is not None:
         say("profiles of the API processes (last repetition):")
         for path in sorted(profile.glob("*.txt")):
-            report_profile(path)
+            report_profile(
+                path, top=15, skip=("asyncio", "<module>", "uvloop", "run (", "_run_once")
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 JSON = Any
@@ -46,3 +47,35 @@ def pass_chain(length: int) -> dict[str, JSON]:
         state.update({"Next": f"Step{i + 1}"} if i < length else {"End": True})
         states[f"Step{i}"] = state
     return {"StartAt": "Step1", "States": states}
+
+
+def report_profile(
+    path: Path, top: int = 12, indent: str = "    ", skip: tuple[str, ...] = ("asyncio", "<module>")
+) -> None:
+    """The functions most often on the stack (inclusive) and at its top (self), from a py-spy
+    collapsed-stack file; frames containing any of ``skip`` are left out of the inclusive list."""
+    if not path.exists():
+        say(f"{indent}py-spy wrote no profile ({path})")
+        return
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split("/")[-1] for f in stack.split(";")
+        ]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    say(f"{indent}py-spy {path} ({total} samples); top inclusive, then top self:")
+    ours = {k: v for k, v in inclusive.items() if not any(s in k for s in skip)}
+    for frame, count in sorted(ours.items(), key=lambda kv: -kv[1])[:top]:
+        say(f"{indent}  {100 * count / total:5.1f}%  {frame}")
+    say(f"{indent}  --")
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        say(f"{indent}  {100 * count / total:5.1f}%  {frame}")

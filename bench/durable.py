@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
     from tests.postgres import PostgresServer
 
-from common import median, pass_chain, percentile, say, verdict  # noqa: E402
+from common import median, pass_chain, percentile, report_profile, say, verdict  # noqa: E402
 
 JSON = Any
 GOAL_BASELINE_RATIO = 2.0  # Statewright transitions/s ÷ single-insert transactions/s
@@ -634,7 +634,7 @@ async def section_throughput(
             )
             for profile in profiles:
                 if profile is not None:
-                    report_profile(profile)
+                    report_profile(profile, indent="        ")
         finally:
             await conn.close()
             await engine.dispose()
@@ -646,35 +646,6 @@ async def section_throughput(
     )
     say()
     return best
-
-
-def report_profile(path: Path, top: int = 12) -> None:
-    """The functions most often on the stack (inclusive) and at its top (self), from py-spy."""
-    if not path.exists():
-        say(f"        py-spy wrote no profile ({path})")
-        return
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[-1].split("/")[-1] for f in stack.split(";")
-        ]
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-    say(f"        py-spy {path} ({total} samples); top inclusive, then top self:")
-    ours = {k: v for k, v in inclusive.items() if "asyncio" not in k and "<module>" not in k}
-    for frame, count in sorted(ours.items(), key=lambda kv: -kv[1])[:top]:
-        say(f"          {100 * count / total:5.1f}%  {frame}")
-    say("          --")
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        say(f"          {100 * count / total:5.1f}%  {frame}")
 
 
 # ---------------------------------------------------------------------------- (c) DBOS
