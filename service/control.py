@@ -87,6 +87,10 @@ class ExecutionDoesNotExist(ServiceError):
     """No execution has that ARN or id."""
 
 
+class ResourceNotFound(ServiceError):
+    """No resource (e.g. a state machine version) has that ARN."""
+
+
 class ExecutionAlreadyExists(ServiceError):
     """An execution of that name exists with another input, or has closed."""
 
@@ -162,6 +166,18 @@ def name_from_arn(arn: str, kind: str) -> str:
     if len(parts) < 7 or parts[0] != "arn" or parts[2] != "states" or parts[5] != kind:
         raise InvalidArn(f"Invalid Arn: '{arn}'")
     return parts[6]
+
+
+def version_from_arn(arn: str) -> int | None:
+    """The version number of a qualified ``stateMachine:NAME:N`` ARN (None when unqualified)."""
+    parts = arn.split(":")
+    if len(parts) == 8 and parts[5] == "stateMachine":
+        if not parts[7].isdigit():
+            raise InvalidArn(
+                f"Invalid Arn: '{arn}' (aliases are not supported; use a version number)"
+            )
+        return int(parts[7])
+    return None
 
 
 def check_name(name: str, what: str) -> None:
@@ -263,11 +279,40 @@ def _info(row: Any, version: Any) -> StateMachineInfo:
     )
 
 
-async def describe_state_machine(engine: AsyncEngine, name: str) -> StateMachineInfo:
-    """DescribeStateMachine (the latest version)."""
+async def describe_state_machine(
+    engine: AsyncEngine, name: str, version: int | None = None
+) -> StateMachineInfo:
+    """DescribeStateMachine: the latest version, or the given one."""
     async with engine.connect() as conn:
         row = await _state_machine_row(conn, name)
-        return _info(row, await _latest_version(conn, row.id))
+        if version is None:
+            return _info(row, await _latest_version(conn, row.id))
+        return _info(row, await _version(conn, row, version))
+
+
+async def _version(conn: AsyncConnection, row: Any, number: int) -> Any:
+    v = queries.versions
+    found = (
+        await conn.execute(
+            sa.select(v).where(v.c.state_machine_id == row.id, v.c.version == number)
+        )
+    ).first()
+    if found is None:
+        raise ResourceNotFound(f"State Machine Version Does Not Exist: '{row.arn}:{number}'")
+    return found
+
+
+async def list_versions(engine: AsyncEngine, name: str) -> list[StateMachineInfo]:
+    """ListStateMachineVersions: newest first."""
+    v = queries.versions
+    async with engine.connect() as conn:
+        row = await _state_machine_row(conn, name)
+        found = (
+            await conn.execute(
+                sa.select(v).where(v.c.state_machine_id == row.id).order_by(v.c.version.desc())
+            )
+        ).all()
+    return [_info(row, version) for version in found]
 
 
 async def state_machine_for_execution(engine: AsyncEngine, ref: str) -> StateMachineInfo:
@@ -309,8 +354,9 @@ async def start_execution(
     input_value: JSON = None,
     name: str | None = None,
     test_case: str | None = None,
+    version: int | None = None,
 ) -> ExecutionSummary:
-    """StartExecution. The same name with the same input returns the running execution
+    """StartExecution (of the latest version, or of ``version``). The same name with the same input returns the running execution
     (AWS's idempotency); with another input, or once it has closed, ExecutionAlreadyExists."""
     input_value = {} if input_value is None else input_value
     try:
@@ -351,8 +397,11 @@ async def start_execution(
         else:
             found = None
         if found is None:
-            latest = await _latest_version(conn, sm_row.id)
-            version = queries.VersionRecord(
+            if version is None:
+                latest = await _latest_version(conn, sm_row.id)
+            else:
+                latest = await _version(conn, sm_row, version)
+            record = queries.VersionRecord(
                 latest.id, sm_row.id, sm_row.name, sm_row.arn, sm_row.role_arn, latest.definition
             )
             found = str(uuid.uuid4())
@@ -363,7 +412,7 @@ async def start_execution(
                 execution_id=found,
                 arn=execution_arn(state_machine, name),
                 name=name,
-                version=version,
+                version=record,
                 input_value=input_value,
                 seed=secrets.randbits(62),
                 at=at,

@@ -192,9 +192,37 @@ async def update_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> di
 async def describe_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
     arn = _string(body, "stateMachineArn")
     assert arn is not None
-    return _state_machine(
-        await control.describe_state_machine(engine, control.name_from_arn(arn, "stateMachine"))
+    version = control.version_from_arn(arn)
+    info = await control.describe_state_machine(
+        engine, control.name_from_arn(arn, "stateMachine"), version
     )
+    out = _state_machine(info)
+    if version is not None:
+        out["stateMachineArn"] = f"{info.arn}:{version}"
+    return out
+
+
+async def publish_version(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    """Every definition change is already an immutable version: publishing names the latest."""
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    info = await control.describe_state_machine(engine, control.name_from_arn(arn, "stateMachine"))
+    return {
+        "stateMachineVersionArn": f"{info.arn}:{info.version}",
+        "creationDate": _epoch(info.updated_at),
+    }
+
+
+async def list_versions(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    versions = await control.list_versions(engine, control.name_from_arn(arn, "stateMachine"))
+    return {
+        "stateMachineVersions": [
+            {"stateMachineVersionArn": f"{v.arn}:{v.version}", "creationDate": _epoch(v.updated_at)}
+            for v in versions
+        ]
+    }
 
 
 async def list_state_machines(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
@@ -242,6 +270,7 @@ async def start_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[st
         data,
         _string(body, "name", required=False),
         test_case=test_case or None,
+        version=control.version_from_arn(arn),
     )
     return {"executionArn": summary.arn, "startDate": _epoch(summary.started_at)}
 
@@ -463,6 +492,8 @@ ACTIONS: dict[str, Handler] = {
     "UpdateStateMachine": update_state_machine,
     "DescribeStateMachine": describe_state_machine,
     "ListStateMachines": list_state_machines,
+    "PublishStateMachineVersion": publish_version,
+    "ListStateMachineVersions": list_versions,
     "ValidateStateMachineDefinition": validate_definition,
     "StartExecution": start_execution,
     "StartSyncExecution": start_sync_execution,

@@ -1016,3 +1016,29 @@ def test_redrive_continues_a_failed_execution_from_the_failed_state(
     assert "ExecutionRedriven" in types
     with pytest.raises(sfn.exceptions.ExecutionNotRedrivable):
         sfn.redrive_execution(executionArn=execution)
+
+
+# ---------------------------------------------------------------------------- versions
+
+
+def test_versions_are_immutable_and_can_be_started_by_arn(api_server: Server, sfn: Any) -> None:
+    first = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": "one", "End": True}}}
+    second = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": "two", "End": True}}}
+    arn = create(sfn, first, "versioned")
+    v1 = sfn.publish_state_machine_version(stateMachineArn=arn)["stateMachineVersionArn"]
+    assert v1 == f"{arn}:1"
+    sfn.update_state_machine(stateMachineArn=arn, definition=json.dumps(second))
+    v2 = sfn.publish_state_machine_version(stateMachineArn=arn)["stateMachineVersionArn"]
+    assert v2 == f"{arn}:2"
+    listed = [
+        v["stateMachineVersionArn"]
+        for v in sfn.list_state_machine_versions(stateMachineArn=arn)["stateMachineVersions"]
+    ]
+    assert listed == [v2, v1]
+    assert json.loads(sfn.describe_state_machine(stateMachineArn=v1)["definition"]) == first
+    old = sfn.start_execution(stateMachineArn=v1, input="{}")["executionArn"]
+    new = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+    assert json.loads(wait_status(api_server, sfn, old, "SUCCEEDED")["output"]) == "one"
+    assert json.loads(wait_status(api_server, sfn, new, "SUCCEEDED")["output"]) == "two"
+    with pytest.raises(sfn.exceptions.ResourceNotFound):
+        sfn.describe_state_machine(stateMachineArn=f"{arn}:99")

@@ -237,6 +237,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "UpdateStateMachine": ("stateMachineArn",),
     "DescribeStateMachine": ("stateMachineArn",),
     "ListStateMachines": (),
+    "PublishStateMachineVersion": ("stateMachineArn",),
+    "ListStateMachineVersions": ("stateMachineArn",),
     "ValidateStateMachineDefinition": ("definition",),
     "StartExecution": ("stateMachineArn",),
     "StartSyncExecution": ("stateMachineArn",),
