@@ -230,7 +230,12 @@ class _Checker:
             self.processor_config(doc["ProcessorConfig"], f"{at}/ProcessorConfig")
         states = doc.get("States")
         if not isinstance(states, dict) or not states:
-            what = "is missing" if "States" not in doc else f"is {_kind(states)}"
+            if "States" not in doc:
+                what = "is missing"
+            elif isinstance(states, dict):
+                what = "is empty"
+            else:
+                what = f"is {_kind(states)}"
             self.schema(f"States {what}; it must be a non-empty object of states", at)
             states = states if isinstance(states, dict) else {}
         if isinstance(states, _Duplicates):
