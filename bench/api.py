@@ -55,7 +55,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +72,16 @@ if TYPE_CHECKING:
 
     from tests.postgres import PostgresServer
 
-from common import median, pass_chain, percentile, report_profile, say, verdict  # noqa: E402
+from common import (  # noqa: E402
+    median,
+    notify_trigger,
+    pass_chain,
+    percentile,
+    postgres,
+    report_profile,
+    say,
+    verdict,
+)
 
 JSON = Any
 GOAL_RATIO = 0.40  # StartExecution/s ÷ bare endpoint requests/s
@@ -229,32 +237,7 @@ class Processes:
 # ---------------------------------------------------------------------------- the database
 
 
-@contextlib.contextmanager
-def postgres(url: str | None) -> Iterator[PostgresServer]:
-    """The server to use: ``url``'s, or a throwaway cluster (tests/postgres.py)."""
-    from tests import postgres as pgfix
-
-    if url:
-        yield pgfix.server_from_url(url)
-        return
-    try:
-        with pgfix.throwaway_server() as server:
-            yield server
-    except BaseException as exc:  # tests/postgres.py skips (pytest's Skipped) when it can't
-        if type(exc).__name__ in ("Skipped", "Failed"):
-            raise SystemExit(f"api.py: cannot start Postgres: {exc}") from None
-        raise
-
-
-NOTIFY_TRIGGER = f"""
-CREATE FUNCTION swapi_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.name || ' ' || NEW.status || ' ' || NEW.version);
-  RETURN NEW;
-END $$;
-CREATE TRIGGER swapi_notify AFTER INSERT OR UPDATE OF version, status ON executions
-  FOR EACH ROW EXECUTE FUNCTION swapi_notify();
-"""
+NOTIFY_TRIGGER = notify_trigger(NOTIFY_CHANNEL)
 
 
 class Notifications:
@@ -763,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     logs = Path(tempfile.mkdtemp(prefix="swapi-logs-"))
-    with postgres(args.database_url) as server:
+    with postgres(args.database_url, "api.py") as server:
         bench = Bench(server, Processes(logs), sizes, args.concurrency, args.synchronous_commit)
         try:
             import uvloop

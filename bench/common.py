@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 JSON = Any
 
@@ -79,3 +82,36 @@ def report_profile(
     say(f"{indent}  --")
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         say(f"{indent}  {100 * count / total:5.1f}%  {frame}")
+
+
+@contextlib.contextmanager
+def postgres(url: str | None, script: str, fsync: bool = False) -> Iterator[Any]:
+    """The server to use: ``url``'s, or a throwaway cluster (tests/postgres.py), with disk
+    flushes only when ``fsync``."""
+    from tests import postgres as pgfix
+
+    if url:
+        yield pgfix.server_from_url(url)
+        return
+    durable = {"fsync": "on", "full_page_writes": "on"} if fsync else {}
+    try:
+        with mock.patch.dict(pgfix.SERVER_SETTINGS, durable), pgfix.throwaway_server() as server:
+            yield server
+    except BaseException as exc:  # tests/postgres.py skips (pytest's Skipped) when it can't
+        if type(exc).__name__ in ("Skipped", "Failed"):
+            raise SystemExit(f"{script}: cannot start Postgres: {exc}") from None
+        raise
+
+
+def notify_trigger(channel: str) -> str:
+    """SQL for a benchmark database: NOTIFY ``channel`` with "name status version" whenever an
+    execution row changes, so commit times can be read without polling the service."""
+    return f"""
+CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('{channel}', NEW.name || ' ' || NEW.status || ' ' || NEW.version);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER bench_notify AFTER INSERT OR UPDATE OF version, status ON executions
+  FOR EACH ROW EXECUTE FUNCTION bench_notify();
+"""

@@ -48,11 +48,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -64,7 +63,16 @@ if TYPE_CHECKING:
 
     from tests.postgres import PostgresServer
 
-from common import median, pass_chain, percentile, report_profile, say, verdict  # noqa: E402
+from common import (  # noqa: E402
+    median,
+    notify_trigger,
+    pass_chain,
+    percentile,
+    postgres,
+    report_profile,
+    say,
+    verdict,
+)
 
 JSON = Any
 GOAL_BASELINE_RATIO = 2.0  # Statewright transitions/s ÷ single-insert transactions/s
@@ -174,33 +182,7 @@ def map_definition(mode: str) -> dict[str, JSON]:
 # ---------------------------------------------------------------------------- the server
 
 
-@contextlib.contextmanager
-def postgres(url: str | None, fsync: bool) -> Iterator[PostgresServer]:
-    """The server to use: ``url``'s, or a throwaway cluster (tests/postgres.py)."""
-    from tests import postgres as pgfix
-
-    if url:
-        yield pgfix.server_from_url(url)
-        return
-    durable = {"fsync": "on", "full_page_writes": "on"} if fsync else {}
-    try:
-        with mock.patch.dict(pgfix.SERVER_SETTINGS, durable), pgfix.throwaway_server() as server:
-            yield server
-    except BaseException as exc:  # tests/postgres.py skips (pytest's Skipped) when it can't
-        if type(exc).__name__ in ("Skipped", "Failed"):
-            raise SystemExit(f"durable.py: cannot start Postgres: {exc}") from None
-        raise
-
-
-NOTIFY_TRIGGER = f"""
-CREATE FUNCTION swbench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.name || ' ' || NEW.status || ' ' || NEW.version);
-  RETURN NEW;
-END $$;
-CREATE TRIGGER swbench_notify AFTER INSERT OR UPDATE OF version, status ON executions
-  FOR EACH ROW EXECUTE FUNCTION swbench_notify();
-"""
+NOTIFY_TRIGGER = notify_trigger(NOTIFY_CHANNEL)
 
 
 @dataclass
@@ -1071,7 +1053,7 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="swbench-logs-"))
     started = time.perf_counter()
     failed = False
-    with postgres(args.database_url, args.fsync) as server:
+    with postgres(args.database_url, "durable.py", fsync=args.fsync) as server:
         bench = Bench(server, args.synchronous_commit, QUICK if args.quick else FULL, logs)
         if args.py_spy:
             args.py_spy.mkdir(parents=True, exist_ok=True)
