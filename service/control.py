@@ -274,8 +274,8 @@ def _info(row: Any, version: Any) -> StateMachineInfo:
         version=version.version,
         role_arn=row.role_arn,
         type=row.type,
-        created_at=queries._aware(row.created_at),  # type: ignore[arg-type]
-        updated_at=queries._aware(version.created_at),  # type: ignore[arg-type]
+        created_at=queries.aware(row.created_at),
+        updated_at=queries.aware(version.created_at),
     )
 
 
@@ -369,61 +369,51 @@ async def start_execution(
         )
     if name is not None:
         check_name(name, "execution")
+    execution_id = str(uuid.uuid4())
+    name = name or execution_id
+    arn = execution_arn(state_machine, name)
     async with engine.begin() as conn:
-        sm_row = await _state_machine_row(conn, state_machine)
-        if name is not None:
-            existing = (
-                await conn.execute(
-                    sa.select(
-                        queries.executions.c.id,
-                        queries.executions.c.status,
-                        queries.executions.c.input_ref,
-                    ).where(
-                        queries.executions.c.state_machine_id == sm_row.id,
-                        queries.executions.c.name == name,
-                    )
-                )
-            ).first()
-            if existing is not None:
-                stored = (await queries.load_payloads(conn, [existing[2]]))[existing[2]]
-                if existing[1] == "RUNNING" and stored == input_value:
-                    found = existing[0]
-                else:
-                    raise ExecutionAlreadyExists(
-                        f"Execution Already Exists: '{execution_arn(state_machine, name)}'"
-                    )
-            else:
-                found = None
+        # One query: the state machine, the version to run, and the time.
+        sm, v = queries.state_machines, queries.versions
+        chosen = sa.select(v.c.id).where(v.c.state_machine_id == sm.c.id)
+        if version is None:
+            chosen = chosen.order_by(v.c.version.desc()).limit(1)
         else:
-            found = None
+            chosen = chosen.where(v.c.version == version)
+        found = (
+            await conn.execute(
+                sa.select(sm.c.id, sm.c.arn, chosen.scalar_subquery(), queries.clock(conn)).where(
+                    sm.c.name == state_machine
+                )
+            )
+        ).first()
         if found is None:
-            if version is None:
-                latest = await _latest_version(conn, sm_row.id)
-            else:
-                latest = await _version(conn, sm_row, version)
-            record = queries.VersionRecord(
-                latest.id, sm_row.id, sm_row.name, sm_row.arn, sm_row.role_arn, latest.definition
+            raise StateMachineDoesNotExist(
+                f"State Machine Does Not Exist: '{state_machine_arn(state_machine)}'"
             )
-            found = str(uuid.uuid4())
-            name = name or found
-            at = await queries.now(conn)
-            await queries.start_execution(
-                conn,
-                execution_id=found,
-                arn=execution_arn(state_machine, name),
-                name=name,
-                version=record,
-                input_value=input_value,
-                seed=secrets.randbits(62),
-                at=at,
-                test_case=test_case,
-            )
+        sm_id, sm_arn, version_id, at = found
+        if version_id is None:
+            raise ResourceNotFound(f"State Machine Version Does Not Exist: '{sm_arn}:{version}'")
+        at = queries.aware(at)
+        started = await queries.start_execution(
+            conn,
+            execution_id=execution_id,
+            arn=arn,
+            name=name,
+            state_machine_id=sm_id,
+            version_id=version_id,
+            input_value=input_value,
+            seed=secrets.randbits(62),
+            at=at,
+            test_case=test_case,
+        )
+        if started:
             # Everything StartExecution reports is known here: no second transaction.
             return ExecutionSummary(
-                id=found,
-                arn=execution_arn(state_machine, name),
+                id=execution_id,
+                arn=arn,
                 name=name,
-                state_machine_arn=sm_row.arn,
+                state_machine_arn=sm_arn,
                 status="RUNNING",
                 input=input_value,
                 output=None,
@@ -433,7 +423,20 @@ async def start_execution(
                 stopped_at=None,
                 events=0,
             )
-    return await describe_execution(engine, found)
+        # The name is taken: the same input of a running execution is the same start.
+        e = queries.executions
+        existing = (
+            await conn.execute(
+                sa.select(e.c.id, e.c.status, e.c.input_ref).where(
+                    e.c.state_machine_id == sm_id, e.c.name == name
+                )
+            )
+        ).one()
+        stored = (await queries.load_payloads(conn, [existing[2]]))[existing[2]]
+        if existing[1] != "RUNNING" or stored != input_value:
+            raise ExecutionAlreadyExists(f"Execution Already Exists: '{arn}'")
+        found_id = existing[0]
+    return await describe_execution(engine, found_id)
 
 
 async def start_sync_execution(
@@ -516,8 +519,8 @@ async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
         output=values.get(row[5]) if row[5] is not None else None,
         error=row[6],
         cause=row[7],
-        started_at=queries._aware(row[8]),  # type: ignore[arg-type]
-        stopped_at=queries._aware(row[9]),
+        started_at=queries.aware(row[8]),
+        stopped_at=queries.aware(row[9]),
         events=row[10],
     )
 
@@ -568,7 +571,7 @@ async def stop_execution(
             )
         ).one()
         if status != "RUNNING":
-            return queries._aware(stopped_at) or await queries.now(conn)  # nothing left to stop
+            return queries.aware(stopped_at) or await queries.now(conn)  # nothing left to stop
         at = await queries.now(conn)
         await queries.enqueue(conn, execution_id, "stop", {"error": error, "cause": cause}, at)
     await Decider(engine).decide_execution(execution_id)
@@ -670,7 +673,7 @@ async def create_activity(engine: AsyncEngine, name: str) -> ActivityInfo:
             at = await queries.now(conn)
             await conn.execute(a.insert().values(name=name, arn=activity_arn(name), created_at=at))
             return ActivityInfo(name, activity_arn(name), at)
-    return ActivityInfo(row.name, row.arn, queries._aware(row.created_at))  # type: ignore[arg-type]
+    return ActivityInfo(row.name, row.arn, queries.aware(row.created_at))
 
 
 async def describe_activity(engine: AsyncEngine, arn: str) -> ActivityInfo:
@@ -680,7 +683,7 @@ async def describe_activity(engine: AsyncEngine, arn: str) -> ActivityInfo:
         row = (await conn.execute(sa.select(a).where(a.c.arn == arn))).first()
     if row is None:
         raise ActivityDoesNotExist(f"Activity Does Not Exist: '{arn}'")
-    return ActivityInfo(row.name, row.arn, queries._aware(row.created_at))  # type: ignore[arg-type]
+    return ActivityInfo(row.name, row.arn, queries.aware(row.created_at))
 
 
 async def list_activities(engine: AsyncEngine) -> list[ActivityInfo]:
@@ -688,7 +691,7 @@ async def list_activities(engine: AsyncEngine) -> list[ActivityInfo]:
     a = queries.activities
     async with engine.connect() as conn:
         rows = (await conn.execute(sa.select(a).order_by(a.c.name))).all()
-    return [ActivityInfo(r.name, r.arn, queries._aware(r.created_at)) for r in rows]  # type: ignore[arg-type]
+    return [ActivityInfo(r.name, r.arn, queries.aware(r.created_at)) for r in rows]
 
 
 async def delete_activity(engine: AsyncEngine, arn: str) -> None:
@@ -792,4 +795,4 @@ async def redrive_info(engine: AsyncEngine, ref: str) -> tuple[int, datetime | N
                 )
             )
         ).one()
-    return int(count), queries._aware(last)
+    return int(count), queries.aware(last)

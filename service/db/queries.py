@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,7 +29,7 @@ from service.db.tables import (
     StateMachineVersionRow,
     TimerRow,
 )
-from statemachine.events import Event
+from statemachine.events import Event, ScheduleTask
 
 JSON = Any
 executions = ExecutionRow.__table__  # type: ignore[attr-defined]
@@ -66,8 +66,19 @@ async def now(conn: AsyncConnection) -> datetime:
     return datetime.now(UTC)  # SQLite is embedded: one machine, one clock
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
+def clock(conn: AsyncConnection) -> sa.ColumnElement[datetime]:
+    """The database's clock as a column, to read the time in the same round trip as a query."""
+    if is_postgres(conn):
+        return sa.func.clock_timestamp()
+    return sa.literal(datetime.now(UTC), sa.DateTime(timezone=True))
+
+
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+def aware(value: datetime | None) -> datetime | None:
+    """A datetime with its time zone (SQLite hands back naive ones; everything here is UTC)."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
@@ -201,39 +212,53 @@ async def start_execution(
     execution_id: str,
     arn: str,
     name: str,
-    version: VersionRecord,
+    state_machine_id: int,
+    version_id: int,
     input_value: JSON,
     seed: int,
     at: datetime,
     test_case: str | None = None,
-) -> None:
-    """Create an execution and queue its start; the next decision writes ExecutionStarted."""
-    input_ref = await store_payload(conn, input_value)
-    await conn.execute(
-        executions.insert().values(
-            id=execution_id,
-            arn=arn,
-            name=name,
-            state_machine_id=version.state_machine_id,
-            version_id=version.version_id,
-            status="RUNNING",
-            input_ref=input_ref,
-            started_at=at,
-            seed=seed,
-            version=0,
-            wake_at=at,
-            test_case=test_case,
+) -> bool:
+    """Create an execution, due at once: its first decision writes ExecutionStarted (a row at
+    version 0 is its own start request). False, and nothing written, if the state machine
+    already has an execution of this name."""
+    row = {
+        "id": execution_id,
+        "arn": arn,
+        "name": name,
+        "state_machine_id": state_machine_id,
+        "version_id": version_id,
+        "status": "RUNNING",
+        "input_ref": await store_payload(conn, input_value),
+        "started_at": at,
+        "seed": seed,
+        "version": 0,
+        "wake_at": at,
+        "test_case": test_case,
+    }
+    if is_postgres(conn):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        # One round trip: the insert and the wake-up of the workers (delivered at commit).
+        inserted = (
+            pg_insert(executions)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["state_machine_id", "name"])
+            .returning(executions.c.id)
+            .cte("inserted")
         )
+        statement = sa.select(
+            sa.func.pg_notify(NOTIFY_CHANNEL, inserted.c.id).label("notified")
+        ).select_from(inserted)
+        return (await conn.execute(statement)).first() is not None
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    result = await conn.execute(
+        sqlite_insert(executions)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["state_machine_id", "name"])
     )
-    await conn.execute(
-        inbox.insert().values(
-            execution_id=execution_id,
-            kind="start",
-            body=_text({"input_ref": input_ref}),
-            created_at=at,
-        )
-    )
-    await notify(conn, execution_id)
+    return bool(result.rowcount == 1)
 
 
 async def enqueue(
@@ -286,27 +311,28 @@ _CLAIM_COLUMNS = (
 
 
 def _claimed(row: Any) -> Claimed:
-    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], _aware(row[6]))  # type: ignore[arg-type]
+    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], aware(row[6]))
 
 
-async def claim_one(conn: AsyncConnection) -> tuple[datetime, Claimed | None]:
-    """The database time, and one execution locked for a decision due by then (Postgres skips
-    rows other workers hold). One round trip: the clock is read in the same statement."""
-    clock = sa.func.clock_timestamp() if is_postgres(conn) else sa.literal(datetime.now(UTC))
+async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[Claimed]]:
+    """The database time, and up to ``limit`` executions locked for a decision due by then,
+    earliest first (Postgres skips rows other workers hold). One round trip: the clock is read
+    in the same statement."""
+    now_ = clock(conn)
     query = (
-        sa.select(*_CLAIM_COLUMNS, clock)
-        .where(executions.c.wake_at <= clock)
+        sa.select(*_CLAIM_COLUMNS, now_)
+        .where(executions.c.wake_at <= now_)
         .order_by(executions.c.wake_at)
-        .limit(1)
+        .limit(limit)
     )
     if is_postgres(conn):
         query = query.with_for_update(skip_locked=True)
-    row = (await conn.execute(query)).first()
-    if row is None:
-        return await now(conn), None
-    at = _aware(row[7])
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return await now(conn), []
+    at = aware(rows[0][7])
     assert at is not None
-    return at, _claimed(row)
+    return at, [_claimed(row) for row in rows]
 
 
 async def lock_execution(
@@ -325,61 +351,128 @@ async def lock_execution(
 
 async def next_wake(conn: AsyncConnection) -> datetime | None:
     """When the earliest sleeping execution needs a decision."""
-    value = (await conn.execute(sa.select(sa.func.min(executions.c.wake_at)))).scalar_one()
-    return _aware(value)
+    value: datetime | None = (
+        await conn.execute(sa.select(sa.func.min(executions.c.wake_at)))
+    ).scalar_one()
+    return aware(value)
 
 
 # ---------------------------------------------------------------------------- history
 
 
-def event_row(execution_id: str, event: Event, refs: Mapping[str, str]) -> dict[str, JSON]:
-    """A row for the events table; ``refs`` maps payload fields to stored references."""
-    return {
-        "execution_id": execution_id,
-        "seq": event.id,
-        "type": event.type,
-        "timestamp": event.timestamp,
-        "previous_event_id": event.previous_event_id,
-        "scope": event.scope,
-        "child": event.child,
-        "details": _text(_split(event.details, refs, "details")),
-        "meta": _text(_split(event.meta, refs, "meta")),
-    }
+async def event_rows(
+    conn: AsyncConnection, execution_id: str, new: Sequence[Event]
+) -> list[dict[str, JSON]]:
+    """Rows for the events table. ``details`` and ``meta`` are JSON text ``{"v": inline}``, or
+    ``{"v": inline, "r": {field: "@sha256"}}`` when a state-data field is stored once in
+    ``payloads`` because it is large."""
+    rows = []
+    for event in new:
+        details = _event_part(event.details)
+        meta = _event_part(event.meta)
+        if details is None or meta is None:
+            details = await _event_part_by_ref(conn, event.details)
+            meta = await _event_part_by_ref(conn, event.meta)
+        rows.append(
+            {
+                "execution_id": execution_id,
+                "seq": event.id,
+                "type": event.type,
+                "timestamp": event.timestamp,
+                "previous_event_id": event.previous_event_id,
+                "scope": event.scope,
+                "child": event.child,
+                "details": details,
+                "meta": meta,
+            }
+        )
+    return rows
 
 
-def _split(values: Mapping[str, JSON], refs: Mapping[str, str], part: str) -> dict[str, JSON]:
-    inline = {k: v for k, v in values.items() if f"{part}.{k}" not in refs}
-    by_ref = {k: refs[f"{part}.{k}"] for k in values if f"{part}.{k}" in refs}
-    return {"v": inline, "r": by_ref} if by_ref else {"v": inline}
+def _event_part(values: Mapping[str, JSON]) -> str | None:
+    """``{"v": values}`` as text, or None when it is long enough that a field may need storing
+    by reference (a payload field can only be that large if the whole text is)."""
+    if not values:
+        return '{"v":{}}'
+    text = _text(values if type(values) is dict else dict(values))
+    if len(text) < PAYLOAD_INLINE_LIMIT:
+        return '{"v":' + text + "}"
+    return None
 
 
-async def payload_refs(conn: AsyncConnection, event: Event) -> dict[str, str]:
-    """Store the large payload fields of an event; return their references."""
-    refs: dict[str, str] = {}
-    for part, values in (("details", event.details), ("meta", event.meta)):
-        for key in _PAYLOAD_FIELDS:
-            if key in values:
-                ref = await store_payload(conn, values[key])
-                if ref.startswith("@"):
-                    refs[f"{part}.{key}"] = ref
-    return refs
+async def _event_part_by_ref(conn: AsyncConnection, values: Mapping[str, JSON]) -> str:
+    inline = dict(values)
+    by_ref: dict[str, str] = {}
+    for key in _PAYLOAD_FIELDS:
+        if key in values:
+            ref = await store_payload(conn, values[key])
+            if ref.startswith("@"):
+                by_ref[key] = ref
+                del inline[key]
+    return _text({"v": inline, "r": by_ref} if by_ref else {"v": inline})
 
 
 async def append_events(conn: AsyncConnection, execution_id: str, new: Sequence[Event]) -> None:
     """Insert events; the (execution_id, seq) key makes a racing append fail, never fork."""
-    if not new:
+    if new:
+        await insert_event_rows(conn, await event_rows(conn, execution_id, new))
+
+
+_EVENT_COLUMNS = (
+    "execution_id",
+    "seq",
+    "type",
+    "timestamp",
+    "previous_event_id",
+    "scope",
+    "child",
+    "details",
+    "meta",
+)
+_INSERT_EVENTS_POSTGRES = sa.text(
+    """
+    INSERT INTO events (execution_id, seq, type, timestamp, previous_event_id, scope, child,
+                        details, meta)
+    SELECT * FROM unnest(
+        CAST(:execution_id AS varchar[]), CAST(:seq AS integer[]), CAST(:type AS varchar[]),
+        CAST(:timestamp AS timestamptz[]), CAST(:previous_event_id AS integer[]),
+        CAST(:scope AS varchar[]), CAST(:child AS varchar[]), CAST(:details AS text[]),
+        CAST(:meta AS text[])
+    )
+    """
+)
+
+
+async def insert_event_rows(conn: AsyncConnection, rows: Sequence[Mapping[str, JSON]]) -> None:
+    """Insert rows made by event_rows. On Postgres one statement whatever their number: the
+    columns go as arrays (cheaper to encode and to parse than a row of parameters per event)."""
+    if not rows:
         return
-    rows = []
-    for event in new:
-        rows.append(event_row(execution_id, event, await payload_refs(conn, event)))
-    await conn.execute(events.insert(), rows)
+    if is_postgres(conn):
+        columns = {name: [row[name] for row in rows] for name in _EVENT_COLUMNS}
+        await conn.execute(_INSERT_EVENTS_POSTGRES, columns)
+    else:
+        await conn.execute(events.insert(), rows)
 
 
-async def load_events(conn: AsyncConnection, execution_id: str, after: int = 0) -> list[Event]:
-    """The history from event ``after + 1`` on, as engine events."""
+async def load_histories(
+    conn: AsyncConnection, wanted: Mapping[str, int]
+) -> dict[str, list[Event] | Exception]:
+    """The histories of several executions, each from event ``wanted[id] + 1`` on, in one
+    query. A history that cannot be decoded (corrupted rows) comes back as its exception, so
+    one broken execution does not stop the others."""
+    if not wanted:
+        return {}
+    condition = sa.or_(
+        *(
+            sa.and_(events.c.execution_id == execution_id, events.c.seq > after)
+            for execution_id, after in wanted.items()
+        )
+    )
     rows = (
         await conn.execute(
             sa.select(
+                events.c.execution_id,
                 events.c.seq,
                 events.c.type,
                 events.c.timestamp,
@@ -389,51 +482,96 @@ async def load_events(conn: AsyncConnection, execution_id: str, after: int = 0) 
                 events.c.details,
                 events.c.meta,
             )
-            .where(events.c.execution_id == execution_id, events.c.seq > after)
-            .order_by(events.c.seq)
+            .where(condition)
+            .order_by(events.c.execution_id, events.c.seq)
         )
     ).all()
-    decoded = [(row, json.loads(row[6]), json.loads(row[7])) for row in rows]
-    refs = [r for _, d, m in decoded for part in (d, m) for r in part.get("r", {}).values()]
+    decoded: dict[str, list[tuple[Any, JSON, JSON]] | Exception] = {id_: [] for id_ in wanted}
+    refs: list[str] = []
+    for row in rows:
+        into = decoded[row[0]]
+        if isinstance(into, Exception):
+            continue
+        try:
+            details, meta = json.loads(row[7]), json.loads(row[8])
+            refs.extend(r for part in (details, meta) for r in part.get("r", {}).values())
+        except Exception as exc:
+            decoded[row[0]] = ValueError(f"event {row[1]} is not readable: {exc}")
+            continue
+        into.append((row, details, meta))
     values = await load_payloads(conn, refs) if refs else {}
-    out: list[Event] = []
-    for row, details, meta in decoded:
-        detail_values = {**details["v"], **{k: values[r] for k, r in details.get("r", {}).items()}}
-        meta_values = {**meta["v"], **{k: values[r] for k, r in meta.get("r", {}).items()}}
-        timestamp = _aware(row[2])
-        assert timestamp is not None
-        out.append(
-            Event(row[0], row[1], timestamp, row[3], detail_values, row[4], meta_values, row[5])
-        )
+    out: dict[str, list[Event] | Exception] = {}
+    for execution_id, items in decoded.items():
+        if isinstance(items, Exception):
+            out[execution_id] = items
+            continue
+        try:
+            out[execution_id] = [_event(row, details, meta, values) for row, details, meta in items]
+        except Exception as exc:
+            out[execution_id] = ValueError(f"the history is not readable: {exc!r}")
     return out
 
 
-async def take_inbox(
-    conn: AsyncConnection, execution_id: str
-) -> list[tuple[int, str, JSON, datetime]]:
-    """Remove and return the execution's waiting incoming events (id, kind, body, created_at),
+def _event(row: Any, details: JSON, meta: JSON, values: Mapping[str, JSON]) -> Event:
+    detail_values = details["v"]
+    if "r" in details:
+        detail_values = {**detail_values, **{k: values[r] for k, r in details["r"].items()}}
+    meta_values = meta["v"]
+    if "r" in meta:
+        meta_values = {**meta_values, **{k: values[r] for k, r in meta["r"].items()}}
+    timestamp = aware(row[3])
+    assert timestamp is not None
+    return Event(row[1], row[2], timestamp, row[4], detail_values, row[5], meta_values, row[6])
+
+
+async def load_events(conn: AsyncConnection, execution_id: str, after: int = 0) -> list[Event]:
+    """The history from event ``after + 1`` on, as engine events."""
+    history = (await load_histories(conn, {execution_id: after}))[execution_id]
+    if isinstance(history, Exception):
+        raise history
+    return history
+
+
+async def take_inboxes(
+    conn: AsyncConnection, execution_ids: Collection[str]
+) -> dict[str, list[tuple[int, str, JSON, datetime]]]:
+    """Remove and return the executions' waiting incoming events (id, kind, body, created_at),
     oldest first. Removed in the decision's own transaction: a rollback puts them back."""
+    out: dict[str, list[tuple[int, str, JSON, datetime]]] = {id_: [] for id_ in execution_ids}
+    if not execution_ids:
+        return out
     rows = await conn.execute(
         inbox.delete()
-        .where(inbox.c.execution_id == execution_id)
-        .returning(inbox.c.id, inbox.c.kind, inbox.c.body, inbox.c.created_at)
+        .where(inbox.c.execution_id.in_(execution_ids))
+        .returning(inbox.c.execution_id, inbox.c.id, inbox.c.kind, inbox.c.body, inbox.c.created_at)
     )
-    return sorted((row[0], row[1], json.loads(row[2]), _aware(row[3])) for row in rows)  # type: ignore[misc]
+    for execution_id, id_, kind, body, created_at in rows:
+        out[execution_id].append((id_, kind, json.loads(body), aware(created_at)))
+    for items in out.values():
+        items.sort()
+    return out
 
 
 async def take_due_timers(
-    conn: AsyncConnection, execution_id: str, at: datetime
-) -> list[tuple[datetime, str]]:
-    """Remove and return the execution's timers due at ``at`` as (fire_at, timer_id), earliest first."""
-    rows = await conn.execute(
-        timers.delete()
-        .where(timers.c.execution_id == execution_id, timers.c.fire_at <= at)
-        .returning(timers.c.timer_id, timers.c.fire_at)
-    )
-    # Ties in time fire in creation order, as the engine's own runner (run_local) fires them:
-    # a timer id ends in the number of the event that started it.
-    due = [(_aware(fire_at), _creation_order(timer_id), timer_id) for timer_id, fire_at in rows]
-    return [(fire_at, timer_id) for fire_at, _, timer_id in sorted(due)]  # type: ignore[misc]
+    conn: AsyncConnection, execution_ids: Collection[str], at: datetime
+) -> dict[str, list[tuple[datetime, str]]]:
+    """Remove and return the executions' timers due at ``at`` as (fire_at, timer_id), earliest
+    first."""
+    due: dict[str, list[tuple[datetime, int, str]]] = {id_: [] for id_ in execution_ids}
+    if execution_ids:
+        rows = await conn.execute(
+            timers.delete()
+            .where(timers.c.execution_id.in_(execution_ids), timers.c.fire_at <= at)
+            .returning(timers.c.execution_id, timers.c.timer_id, timers.c.fire_at)
+        )
+        # Ties in time fire in creation order, as the engine's own runner (run_local) fires
+        # them: a timer id ends in the number of the event that started it.
+        for execution_id, timer_id, fire_at in rows:
+            due[execution_id].append((aware(fire_at), _creation_order(timer_id), timer_id))
+    return {
+        id_: [(fire_at, timer_id) for fire_at, _, timer_id in sorted(items)]
+        for id_, items in due.items()
+    }
 
 
 def _creation_order(timer_id: str) -> int:
@@ -441,59 +579,144 @@ def _creation_order(timer_id: str) -> int:
     return int(suffix) if suffix.isdigit() else 0
 
 
-async def delete_timers(conn: AsyncConnection, execution_id: str, timer_ids: Iterable[str]) -> None:
-    """Remove timers (fired, cancelled or replaced)."""
-    ids = list(timer_ids)
-    if ids:
-        await conn.execute(
-            timers.delete().where(timers.c.execution_id == execution_id, timers.c.timer_id.in_(ids))
-        )
-
-
-async def delete_all_timers(conn: AsyncConnection, execution_id: str) -> None:
-    """Remove every timer of a closed execution."""
-    await conn.execute(timers.delete().where(timers.c.execution_id == execution_id))
-
-
-async def set_timer(
-    conn: AsyncConnection, execution_id: str, timer_id: str, fire_at: datetime
-) -> None:
-    """Create or move a timer."""
-    await delete_timers(conn, execution_id, [timer_id])
-    await conn.execute(
-        timers.insert().values(execution_id=execution_id, timer_id=timer_id, fire_at=fire_at)
-    )
-
-
-async def finish_decision(
+async def replace_timers(
     conn: AsyncConnection,
-    execution_id: str,
-    *,
-    expected_version: int,
-    new_version: int,
-    status: str,
-    closed: Mapping[str, JSON] | None,
+    deleted: Collection[tuple[str, str]],
+    created: Mapping[tuple[str, str], datetime],
 ) -> None:
-    """Move the execution to ``new_version`` (fencing on ``expected_version``) and set wake_at."""
-    wake: Any
-    if status == "RUNNING":
-        wake = (
-            sa.select(sa.func.min(timers.c.fire_at))
-            .where(timers.c.execution_id == execution_id)
-            .scalar_subquery()
+    """Delete the timers ``deleted`` (execution id, timer id: fired, cancelled or replaced)
+    and create ``created`` (replacing a timer of the same id)."""
+    keys = set(deleted) | set(created)
+    if keys:
+        await conn.execute(
+            timers.delete().where(sa.tuple_(timers.c.execution_id, timers.c.timer_id).in_(keys))
         )
-    else:
-        wake = sa.null()
-    values: dict[str, JSON] = {"version": new_version, "status": status, "wake_at": wake}
-    if closed is not None:
-        values.update(closed)
-    result = await conn.execute(
-        executions.update()
-        .where(executions.c.id == execution_id, executions.c.version == expected_version)
-        .values(**values)
+    if created:
+        await conn.execute(
+            timers.insert(),
+            [
+                {"execution_id": execution_id, "timer_id": timer_id, "fire_at": fire_at}
+                for (execution_id, timer_id), fire_at in created.items()
+            ],
+        )
+
+
+async def delete_all_timers(conn: AsyncConnection, execution_ids: Collection[str]) -> None:
+    """Remove every timer of closed executions."""
+    if execution_ids:
+        await conn.execute(timers.delete().where(timers.c.execution_id.in_(execution_ids)))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a decision changes in an execution's row."""
+
+    execution_id: str
+    expected_version: int
+    new_version: int
+    status: str
+    stopped_at: datetime | None = None
+    error: str | None = None
+    cause: str | None = None
+    output_ref: str | None = None
+
+
+async def finish_decisions(conn: AsyncConnection, decisions: Sequence[Decision]) -> None:
+    """Move each execution to its new version (fencing on the version it was read at) and
+    status; a running execution sleeps until its earliest timer. A closed execution's row
+    gets its close time, error, cause and output; a running one has none (a redriven one
+    loses what its last close recorded). Raises StaleVersion if any execution moved on."""
+    if not decisions:
+        return
+    wake = sa.case(
+        (
+            sa.bindparam("b_status") == "RUNNING",
+            sa.select(sa.func.min(timers.c.fire_at))
+            .where(timers.c.execution_id == executions.c.id)
+            .scalar_subquery(),
+        ),
+        else_=sa.null(),
     )
-    if result.rowcount != 1:
-        raise StaleVersion(execution_id, expected_version)
+    statement = (
+        executions.update()
+        .where(
+            executions.c.id == sa.bindparam("b_id"),
+            executions.c.version == sa.bindparam("b_expected"),
+        )
+        .values(
+            version=sa.bindparam("b_version"),
+            status=sa.bindparam("b_status"),
+            wake_at=wake,
+            stopped_at=sa.bindparam("b_stopped_at"),
+            error=sa.bindparam("b_error"),
+            cause=sa.bindparam("b_cause"),
+            output_ref=sa.bindparam("b_output_ref"),
+        )
+        .returning(executions.c.id)
+    )
+    rows = [
+        {
+            "b_id": d.execution_id,
+            "b_expected": d.expected_version,
+            "b_version": d.new_version,
+            "b_status": d.status,
+            "b_stopped_at": d.stopped_at,
+            "b_error": d.error,
+            "b_cause": d.cause,
+            "b_output_ref": d.output_ref,
+        }
+        for d in decisions
+    ]
+    moved: set[str] = set()
+    if is_postgres(conn) and len(rows) > 1:
+        moved.update(await _finish_many_postgres(conn, decisions))
+    else:
+        # RETURNING tells which rows moved, so a stale version is caught.
+        for row in rows:
+            moved.update(r[0] for r in await conn.execute(statement, row))
+    for decision in decisions:
+        if decision.execution_id not in moved:
+            raise StaleVersion(decision.execution_id, decision.expected_version)
+
+
+_FINISH_MANY_POSTGRES = sa.text(
+    """
+    UPDATE executions AS e SET
+        version = given.version,
+        status = given.status,
+        wake_at = CASE WHEN given.status = 'RUNNING' THEN
+            (SELECT min(t.fire_at) FROM timers AS t WHERE t.execution_id = e.id) END,
+        stopped_at = given.stopped_at,
+        error = given.error,
+        cause = given.cause,
+        output_ref = given.output_ref
+    FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:expected AS integer[]), CAST(:versions AS integer[]),
+        CAST(:statuses AS varchar[]), CAST(:stopped_at AS timestamptz[]),
+        CAST(:errors AS varchar[]), CAST(:causes AS text[]), CAST(:outputs AS text[])
+    ) AS given(id, expected, version, status, stopped_at, error, cause, output_ref)
+    WHERE e.id = given.id AND e.version = given.expected
+    RETURNING e.id
+    """
+)
+
+
+async def _finish_many_postgres(conn: AsyncConnection, decisions: Sequence[Decision]) -> list[str]:
+    """finish_decisions in one statement: UPDATE ... FROM unnest(arrays) RETURNING."""
+    result = await conn.execute(
+        _FINISH_MANY_POSTGRES,
+        {
+            "ids": [d.execution_id for d in decisions],
+            "expected": [d.expected_version for d in decisions],
+            "versions": [d.new_version for d in decisions],
+            "statuses": [d.status for d in decisions],
+            "stopped_at": [d.stopped_at for d in decisions],
+            "errors": [d.error for d in decisions],
+            "causes": [d.cause for d in decisions],
+            "outputs": [d.output_ref for d in decisions],
+        },
+    )
+    return [row[0] for row in result]
 
 
 class StaleVersion(Exception):
@@ -506,37 +729,30 @@ class StaleVersion(Exception):
 # ---------------------------------------------------------------------------- outbox
 
 
-async def add_task(
-    conn: AsyncConnection,
-    execution_id: str,
-    *,
-    task_id: int,
-    state_name: str,
-    resource: str,
-    parameters: JSON,
-    idempotency_key: str,
-    task_token: str | None,
-    timeout_seconds: float | None,
-    heartbeat_seconds: float | None,
-    at: datetime,
+async def add_tasks(
+    conn: AsyncConnection, scheduled: Sequence[tuple[str, ScheduleTask]], at: datetime
 ) -> None:
-    """Queue a task for the runners (the ScheduleTask command)."""
-    await conn.execute(
-        outbox.insert().values(
-            execution_id=execution_id,
-            task_id=task_id,
-            state_name=state_name,
-            resource=resource,
-            parameters_ref=await store_payload(conn, parameters),
-            idempotency_key=idempotency_key,
-            task_token=task_token,
-            timeout_seconds=timeout_seconds,
-            heartbeat_seconds=heartbeat_seconds,
-            status="PENDING",
-            created_at=at,
-        )
-    )
-    await notify(conn, execution_id)  # runners listen on the same channel
+    """Queue tasks for the runners (ScheduleTask commands of executions), and wake them."""
+    if not scheduled:
+        return
+    rows = [
+        {
+            "execution_id": execution_id,
+            "task_id": command.task_id,
+            "state_name": command.state_name,
+            "resource": command.resource,
+            "parameters_ref": await store_payload(conn, command.parameters),
+            "idempotency_key": command.idempotency_key,
+            "task_token": command.task_token,
+            "timeout_seconds": command.timeout_seconds,
+            "heartbeat_seconds": command.heartbeat_seconds,
+            "status": "PENDING",
+            "created_at": at,
+        }
+        for execution_id, command in scheduled
+    ]
+    await conn.execute(outbox.insert(), rows)
+    await notify(conn, scheduled[0][0])  # runners listen on the same channel
 
 
 async def close_tasks(

@@ -19,9 +19,11 @@ Crash points (nothing is lost or done twice):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -51,39 +53,57 @@ JSON = Any
 _CLOSING = {"ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"}
 
 
-class Decider:
-    """Makes decisions for any execution; keeps recently folded executions in memory."""
+@dataclass(slots=True)
+class _Work:
+    """One execution of a batch, on its way through the decision."""
 
-    def __init__(self, engine: AsyncEngine, *, cache_size: int = 256) -> None:
+    claimed: queries.Claimed
+    machine: StateMachine
+    record: queries.VersionRecord
+    execution: Execution | None = None
+    waiting_before: frozenset[int] = frozenset()
+
+
+class Decider:
+    """Makes decisions for any execution; keeps recently folded executions in memory.
+
+    A decision takes a batch of due executions (up to ``batch_size``) in one transaction:
+    one query each reads their new history events, takes their inboxes and takes their due
+    timers; the engine decides each; one statement each writes all their events, outbox
+    tasks, timers and rows. Under load that is a handful of round trips and one commit for
+    many executions; with one due execution it is the same as deciding it alone. An
+    execution the engine cannot process fails on its own; the others in the batch go on.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, cache_size: int = 256, batch_size: int = 16) -> None:
         self.engine = engine
         self.cache_size = cache_size
+        self.batch_size = batch_size
         self._folded: OrderedDict[str, tuple[int, Execution]] = OrderedDict()
         self._machines: dict[int, tuple[StateMachine, queries.VersionRecord]] = {}
+        self._single = 0  # after a failed batch: decide this many alone, to isolate the cause
         self.decisions = 0
 
-    async def decide_one(self) -> bool:
-        """Make one decision if some execution needs one; False when none does."""
-        async with self.engine.begin() as conn:
-            at, claimed = await queries.claim_one(conn)
-            if claimed is None:
-                return False
-            try:
-                await self._decide(conn, claimed, at)
-            except queries.StaleVersion:
+    async def decide_due(self) -> int:
+        """Decide the executions that are due (up to ``batch_size``); 0 when none is."""
+        limit = 1 if self._single else self.batch_size
+        self._single = max(self._single - 1, 0)
+        batch: list[queries.Claimed] = []
+        try:
+            async with self.engine.begin() as conn:
+                at, batch = await queries.claim_due(conn, limit)
+                if batch:
+                    await self._decide(conn, batch, at)
+        except Exception:
+            for claimed in batch:
                 self._folded.pop(claimed.id, None)
-                raise
-            except Exception as exc:
-                self._folded.pop(claimed.id, None)
-                if not _is_database_error(exc):
-                    # A history the engine cannot process (corrupted, or a bug): fail this
-                    # execution loudly and go on with the others.
-                    log.exception("execution %s cannot be processed", claimed.arn)
-                    await conn.rollback()
-                    await self._quarantine(claimed, exc)
-                    return True
-                raise
-        self.decisions += 1
-        return True
+            if len(batch) > 1:
+                # The database refused the batch (or went away): if one execution's data is
+                # the cause, deciding the next ones alone keeps it from holding up the rest.
+                self._single = len(batch)
+            raise
+        self.decisions += len(batch)
+        return len(batch)
 
     async def decide_execution(self, execution_id: str, closed_too: bool = False) -> None:
         """Make a decision for one given execution now (waits for one in progress elsewhere);
@@ -93,22 +113,11 @@ class Decider:
             claimed = await queries.lock_execution(conn, execution_id, closed_too=closed_too)
             if claimed is None:
                 return
-            await self._decide(conn, claimed, at)
-
-    async def _quarantine(self, claimed: queries.Claimed, exc: Exception) -> None:
-        async with self.engine.begin() as conn:
-            at = await queries.now(conn)
-            await conn.execute(
-                queries.executions.update()
-                .where(queries.executions.c.id == claimed.id)
-                .values(
-                    status="FAILED",
-                    error="States.Runtime",
-                    cause=f"Statewright could not process this execution's history: {exc}",
-                    stopped_at=at,
-                    wake_at=None,
-                )
-            )
+            try:
+                await self._decide(conn, [claimed], at)
+            except Exception:
+                self._folded.pop(claimed.id, None)
+                raise
 
     async def _machine(
         self, conn: AsyncConnection, version_id: int
@@ -120,158 +129,251 @@ class Decider:
             self._machines[version_id] = (parse(json.loads(record.definition)), record)
         return self._machines[version_id]
 
+    async def _decide(
+        self, conn: AsyncConnection, batch: list[queries.Claimed], at: datetime
+    ) -> None:
+        works: list[_Work] = []
+        broken: dict[str, Exception] = {}
+        for claimed in batch:
+            try:
+                machine, record = await self._machine(conn, claimed.version_id)
+            except (LookupError, ValueError) as exc:
+                broken[claimed.id] = exc
+                continue
+            works.append(_Work(claimed, machine, record))
+        works = await self._fold(conn, works, broken)
+        incoming = await self._incoming(conn, works, at, broken)
+        decided: list[_Work] = []
+        for work in works:
+            execution = work.execution
+            assert execution is not None
+            if work.claimed.id in broken:
+                continue
+            try:
+                for event in incoming[work.claimed.id]:
+                    execution.handle(event)
+            except Exception as exc:  # a history the engine cannot process, or a bug
+                broken[work.claimed.id] = exc
+                continue
+            decided.append(work)
+        for work in works:
+            self._folded.pop(work.claimed.id, None)  # re-cached below once written
+        await self._write(conn, decided, at)
+        if broken:
+            await self._quarantine(conn, [c for c in batch if c.id in broken], broken, at)
+        for work in decided:
+            execution = work.execution
+            assert execution is not None
+            if execution.status == "RUNNING":
+                self._folded[work.claimed.id] = (len(execution.events), execution)
+        while len(self._folded) > self.cache_size:
+            self._folded.popitem(last=False)
+
     async def _fold(
-        self, conn: AsyncConnection, claimed: queries.Claimed, machine: StateMachine
-    ) -> Execution:
-        cached = self._folded.pop(claimed.id, None)
-        if cached is not None and cached[0] <= claimed.version:
-            execution = cached[1]
-            if cached[0] < claimed.version:
-                execution.fold(await queries.load_events(conn, claimed.id, after=cached[0]))
-        else:
-            execution = Execution(machine)
-            execution.fold(await queries.load_events(conn, claimed.id))
-        if len(execution.events) != claimed.version:
-            raise queries.StaleVersion(claimed.id, claimed.version)
-        execution.new_events = []
-        execution.commands = []
-        return execution
+        self, conn: AsyncConnection, works: list[_Work], broken: dict[str, Exception]
+    ) -> list[_Work]:
+        """Each execution as its history leaves it: the cached fold brought up to date, or a
+        fold of the whole history; the new events of all of them in one query."""
+        wanted: dict[str, int] = {}
+        for work in works:
+            claimed = work.claimed
+            cached = self._folded.get(claimed.id)
+            if cached is not None and cached[0] <= claimed.version:
+                work.execution = cached[1]
+                if cached[0] < claimed.version:
+                    wanted[claimed.id] = cached[0]
+            else:
+                work.execution = Execution(work.machine)
+                if claimed.version:
+                    wanted[claimed.id] = 0
+        histories = await queries.load_histories(conn, wanted)
+        ready: list[_Work] = []
+        for work in works:
+            claimed = work.claimed
+            execution = work.execution
+            assert execution is not None
+            try:
+                history = histories.get(claimed.id, [])
+                if isinstance(history, Exception):
+                    raise history
+                execution.fold(history)
+            except Exception as exc:
+                self._folded.pop(claimed.id, None)
+                broken[claimed.id] = exc
+                continue
+            if len(execution.events) != claimed.version:
+                self._folded.pop(claimed.id, None)
+                if (claimed.id in wanted and wanted[claimed.id] == 0) or not claimed.version:
+                    broken[claimed.id] = ValueError(
+                        f"the execution row says {claimed.version} events, "
+                        f"the history holds {len(execution.events)}"
+                    )
+                else:
+                    # A cached fold that is not this history's: next round folds afresh.
+                    log.warning("execution %s: cached fold out of date", claimed.arn)
+                continue
+            execution.new_events = []
+            execution.commands = []
+            work.waiting_before = frozenset(execution.tasks)
+            ready.append(work)
+        return ready
 
     async def _incoming(
         self,
         conn: AsyncConnection,
-        claimed: queries.Claimed,
-        record: queries.VersionRecord,
+        works: list[_Work],
         at: datetime,
-    ) -> list[Incoming]:
-        """The inbox events and due timers, taken out of their tables in this transaction, in
-        the order they happened. A heartbeat that came before its task's heartbeat timer fell
-        due supersedes that timer (the heartbeat re-arms it)."""
-        timed: list[tuple[datetime, int, Incoming]] = []
-        for _, kind, body, created_at in await queries.take_inbox(conn, claimed.id):
-            incoming = await self._to_incoming(conn, claimed, record, kind, body, at)
-            timed.append((created_at, len(timed), incoming))
-        for fire_at, timer_id in await queries.take_due_timers(conn, claimed.id, at):
-            timed.append((fire_at, len(timed), TimerFired(timer_id, at)))
-        pending: list[Incoming] = []
-        beaten: set[int] = set()
-        for _, _, incoming in sorted(timed, key=lambda item: (item[0], item[1])):
-            if isinstance(incoming, TaskHeartbeat):
-                beaten.add(incoming.task_id)
-            elif isinstance(incoming, TimerFired) and incoming.timer_id.startswith("heartbeat:"):
-                if int(incoming.timer_id.partition(":")[2]) in beaten:
-                    continue
-            pending.append(incoming)
-        return pending
-
-    async def _to_incoming(
-        self,
-        conn: AsyncConnection,
-        claimed: queries.Claimed,
-        record: queries.VersionRecord,
-        kind: str,
-        body: dict[str, JSON],
-        at: datetime,
-    ) -> Incoming:
-        if kind == "start":
-            ref = body["input_ref"]
-            value = (await queries.load_payloads(conn, [ref]))[ref]
-            return StartExecution(
-                input=value,
-                timestamp=at,
-                execution_arn=claimed.arn,
-                state_machine_arn=record.arn,
-                role_arn=record.role_arn,
-                seed=claimed.seed,
-            )
-        if kind == "stop":
-            return StopExecution(at, body.get("error"), body.get("cause"))
-        if kind == "redrive":
-            return RedriveExecution(at)
-        task_id = int(body["task_id"])
-        if kind == "task_started":
-            return TaskStarted(task_id, at)
-        if kind == "task_submitted":
-            return TaskSubmitted(task_id, at, body.get("output"))
-        if kind == "task_succeeded":
-            return TaskSucceeded(task_id, body.get("output"), at)
-        if kind == "task_failed":
-            return TaskFailed(task_id, body.get("error"), body.get("cause"), at)
-        if kind == "task_heartbeat":
-            return TaskHeartbeat(task_id, at)
-        raise ValueError(f"unknown inbox event kind {kind!r}")
-
-    async def _decide(self, conn: AsyncConnection, claimed: queries.Claimed, at: datetime) -> None:
-        machine, record = await self._machine(conn, claimed.version_id)
-        execution = await self._fold(conn, claimed, machine)
-        pending = await self._incoming(conn, claimed, record, at)
-        waiting_before = set(execution.tasks)
-        for incoming in pending:
-            execution.handle(incoming)
-        # Tasks that stopped waiting (answered, timed out, aborted) close their outbox rows, so
-        # a late callback with their token gets TaskTimedOut and a runner stops retrying them.
-        await queries.close_tasks(conn, claimed.id, waiting_before - set(execution.tasks))
-        new_events = execution.new_events
-        await queries.append_events(conn, claimed.id, new_events)
-        cancelled: list[int] = []
-        for command in execution.commands:
-            if isinstance(command, ScheduleTask):
-                await queries.add_task(
-                    conn,
-                    claimed.id,
-                    task_id=command.task_id,
-                    state_name=command.state_name,
-                    resource=command.resource,
-                    parameters=command.parameters,
-                    idempotency_key=command.idempotency_key,
-                    task_token=command.task_token,
-                    timeout_seconds=command.timeout_seconds,
-                    heartbeat_seconds=command.heartbeat_seconds,
-                    at=at,
+        broken: dict[str, Exception],
+    ) -> dict[str, list[Incoming]]:
+        """For each execution, its inbox events and due timers, taken out of their tables in
+        this transaction, in the order they happened. A heartbeat that came before its task's
+        heartbeat timer fell due supersedes that timer (the heartbeat re-arms it)."""
+        ids = [work.claimed.id for work in works]
+        inboxes = await queries.take_inboxes(conn, ids)
+        due = await queries.take_due_timers(conn, ids, at)
+        # An execution at version 0 has not started: its row is the start request.
+        refs = [work.claimed.input_ref for work in works if not work.claimed.version]
+        inputs = await queries.load_payloads(conn, refs) if refs else {}
+        out: dict[str, list[Incoming]] = {}
+        for work in works:
+            claimed = work.claimed
+            timed: list[tuple[datetime, int, Incoming]] = []
+            if not claimed.version:
+                start = StartExecution(
+                    input=inputs[claimed.input_ref],
+                    timestamp=at,
+                    execution_arn=claimed.arn,
+                    state_machine_arn=work.record.arn,
+                    role_arn=work.record.role_arn,
+                    seed=claimed.seed,
                 )
-            elif isinstance(command, StartTimer):
-                await queries.set_timer(conn, claimed.id, command.timer_id, command.fire_at)
-            elif isinstance(command, CancelTimer):
-                await queries.delete_timers(conn, claimed.id, [command.timer_id])
-            elif isinstance(command, CancelTask):
-                cancelled.append(command.task_id)
-        await queries.cancel_tasks(conn, claimed.id, cancelled)
-        closed: dict[str, Any] | None = None
-        if (
-            execution.status == "RUNNING"
-            and claimed.version
-            and new_events
-            and new_events[0].type == "ExecutionRedriven"
-        ):
-            # Running again: what the last close recorded no longer applies.
-            closed = {"stopped_at": None, "error": None, "cause": None, "output_ref": None}
-        if execution.status != "RUNNING":
-            last = execution.events[-1]
-            closed = {
-                "stopped_at": at,
-                "error": last.details.get("error"),
-                "cause": last.details.get("cause"),
-            }
-            if last.type == "ExecutionSucceeded":
-                closed["output_ref"] = await queries.store_payload(conn, last.details.get("output"))
-            await queries.delete_all_timers(conn, claimed.id)
-        new_version = len(execution.events)
-        await queries.finish_decision(
-            conn,
-            claimed.id,
-            expected_version=claimed.version,
-            new_version=new_version,
-            status=execution.status,
-            closed=closed,
+                timed.append((claimed.started_at, 0, start))
+            try:
+                for _, kind, body, created_at in inboxes[claimed.id]:
+                    if kind != "start":  # written before the row was the start request
+                        incoming = _to_incoming(kind, body, at)
+                        timed.append((created_at, len(timed), incoming))
+            except Exception as exc:  # an inbox row this version cannot read
+                broken[claimed.id] = exc
+                continue
+            for fire_at, timer_id in due[claimed.id]:
+                timed.append((fire_at, len(timed), TimerFired(timer_id, at)))
+            pending: list[Incoming] = []
+            beaten: set[int] = set()
+            for _, _, incoming in sorted(timed, key=lambda item: (item[0], item[1])):
+                if isinstance(incoming, TaskHeartbeat):
+                    beaten.add(incoming.task_id)
+                elif isinstance(incoming, TimerFired) and incoming.timer_id.startswith(
+                    "heartbeat:"
+                ):
+                    if int(incoming.timer_id.partition(":")[2]) in beaten:
+                        continue
+                pending.append(incoming)
+            out[claimed.id] = pending
+        return out
+
+    async def _write(self, conn: AsyncConnection, decided: list[_Work], at: datetime) -> None:
+        """Everything the decisions produced, in a few statements for the whole batch."""
+        rows: list[dict[str, Any]] = []
+        scheduled: list[tuple[str, ScheduleTask]] = []
+        cancelled: dict[str, list[int]] = {}
+        timers_deleted: set[tuple[str, str]] = set()
+        timers_created: dict[tuple[str, str], datetime] = {}
+        closed_ids: list[str] = []
+        finished: list[queries.Decision] = []
+        for work in decided:
+            claimed, execution = work.claimed, work.execution
+            assert execution is not None
+            # Tasks that stopped waiting (answered, timed out, aborted) close their outbox
+            # rows, so a late callback with their token gets TaskTimedOut and a runner stops
+            # retrying them.
+            await queries.close_tasks(conn, claimed.id, work.waiting_before - set(execution.tasks))
+            rows.extend(await queries.event_rows(conn, claimed.id, execution.new_events))
+            for command in execution.commands:
+                if isinstance(command, ScheduleTask):
+                    scheduled.append((claimed.id, command))
+                elif isinstance(command, StartTimer):
+                    timers_created[(claimed.id, command.timer_id)] = command.fire_at
+                elif isinstance(command, CancelTimer):
+                    key = (claimed.id, command.timer_id)
+                    timers_created.pop(key, None)
+                    timers_deleted.add(key)
+                elif isinstance(command, CancelTask):
+                    cancelled.setdefault(claimed.id, []).append(command.task_id)
+            finished.append(await self._row(conn, claimed, execution, at))
+            if execution.status != "RUNNING":
+                closed_ids.append(claimed.id)
+        await queries.insert_event_rows(conn, rows)
+        await queries.add_tasks(conn, scheduled, at)
+        for execution_id, task_ids in cancelled.items():
+            await queries.cancel_tasks(conn, execution_id, task_ids)
+        await queries.replace_timers(conn, timers_deleted, timers_created)
+        await queries.delete_all_timers(conn, closed_ids)
+        await queries.finish_decisions(conn, finished)
+
+    async def _row(
+        self, conn: AsyncConnection, claimed: queries.Claimed, execution: Execution, at: datetime
+    ) -> queries.Decision:
+        """The execution row after the decision. Running (also once redriven): nothing of a
+        close; closed: when, why, and the output."""
+        decision = queries.Decision(
+            claimed.id, claimed.version, len(execution.events), execution.status
         )
         if execution.status == "RUNNING":
-            self._folded[claimed.id] = (new_version, execution)
-            while len(self._folded) > self.cache_size:
-                self._folded.popitem(last=False)
+            return decision
+        last = execution.events[-1]
+        output_ref = None
+        if last.type == "ExecutionSucceeded":
+            output_ref = await queries.store_payload(conn, last.details.get("output"))
+        return dataclasses.replace(
+            decision,
+            stopped_at=at,
+            error=last.details.get("error"),
+            cause=last.details.get("cause"),
+            output_ref=output_ref,
+        )
+
+    async def _quarantine(
+        self,
+        conn: AsyncConnection,
+        claimed: list[queries.Claimed],
+        broken: dict[str, Exception],
+        at: datetime,
+    ) -> None:
+        """Fail executions the engine cannot process (a corrupted history, or a bug), loudly,
+        in the same transaction: the rest of the batch goes on."""
+        for item in claimed:
+            exc = broken[item.id]
+            log.error("execution %s cannot be processed", item.arn, exc_info=exc)
+            self._folded.pop(item.id, None)
+            await conn.execute(
+                queries.executions.update()
+                .where(queries.executions.c.id == item.id)
+                .values(
+                    status="FAILED",
+                    error="States.Runtime",
+                    cause=f"Statewright could not process this execution's history: {exc}",
+                    stopped_at=at,
+                    wake_at=None,
+                )
+            )
+        await queries.delete_all_timers(conn, [item.id for item in claimed])
 
 
-def _is_database_error(exc: Exception) -> bool:
-    module = type(exc).__module__
-    return module.startswith(("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")) or isinstance(
-        exc, OSError | ConnectionError | queries.StaleVersion
-    )
+def _to_incoming(kind: str, body: dict[str, JSON], at: datetime) -> Incoming:
+    if kind == "stop":
+        return StopExecution(at, body.get("error"), body.get("cause"))
+    if kind == "redrive":
+        return RedriveExecution(at)
+    task_id = int(body["task_id"])
+    if kind == "task_started":
+        return TaskStarted(task_id, at)
+    if kind == "task_submitted":
+        return TaskSubmitted(task_id, at, body.get("output"))
+    if kind == "task_succeeded":
+        return TaskSucceeded(task_id, body.get("output"), at)
+    if kind == "task_failed":
+        return TaskFailed(task_id, body.get("error"), body.get("cause"), at)
+    if kind == "task_heartbeat":
+        return TaskHeartbeat(task_id, at)
+    raise ValueError(f"unknown inbox event kind {kind!r}")

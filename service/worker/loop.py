@@ -77,7 +77,7 @@ class Worker:
         while not self.stopping.is_set():
             wake.clear()
             try:
-                worked = await self.decider.decide_one()
+                worked = await self.decider.decide_due()
                 backoff = 0.1
             except queries.StaleVersion:
                 continue  # another worker moved it on; the row is free again

@@ -179,16 +179,30 @@ def test_a_stale_append_is_refused(database_url: str) -> None:
         engine = create_engine(database_url)
         await control.create_state_machine(engine, "sm", PASS_CHAIN)
         execution_id = (await control.start_execution(engine, "sm", {"n": 1})).id
+        other_id = (await control.start_execution(engine, "sm", {"n": 2})).id
         async with engine.begin() as conn:
-            with pytest.raises(queries.StaleVersion):
-                await queries.finish_decision(
-                    conn,
-                    execution_id,
-                    expected_version=7,
-                    new_version=8,
-                    status="RUNNING",
-                    closed=None,
+            with pytest.raises(queries.StaleVersion, match=execution_id):
+                await queries.finish_decisions(
+                    conn, [queries.Decision(execution_id, 7, 8, "RUNNING")]
                 )
+        # In a batch, one stale execution refuses the whole batch (the transaction rolls back).
+        with pytest.raises(queries.StaleVersion, match=execution_id):
+            async with engine.begin() as conn:
+                await queries.finish_decisions(
+                    conn,
+                    [
+                        queries.Decision(other_id, 0, 1, "RUNNING"),
+                        queries.Decision(execution_id, 7, 8, "RUNNING"),
+                    ],
+                )
+        async with engine.begin() as conn:
+            await queries.finish_decisions(
+                conn,
+                [
+                    queries.Decision(other_id, 0, 0, "RUNNING"),
+                    queries.Decision(execution_id, 0, 0, "RUNNING"),
+                ],
+            )
         # Two appends of the same event id: the (execution_id, seq) key lets only one through.
         event = Event(1, "ExecutionStarted", await _db_now(engine), 0, {"input": {}}, "", {})
         async with engine.begin() as conn:
