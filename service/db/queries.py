@@ -349,12 +349,16 @@ async def lock_execution(
     return _claimed(row) if row is not None else None
 
 
-async def next_wake(conn: AsyncConnection) -> datetime | None:
-    """When the earliest sleeping execution needs a decision."""
-    value: datetime | None = (
-        await conn.execute(sa.select(sa.func.min(executions.c.wake_at)))
-    ).scalar_one()
-    return aware(value)
+async def seconds_to_next_wake(conn: AsyncConnection) -> float | None:
+    """Seconds until the earliest sleeping execution needs a decision (on the database's
+    clock; 0 if one is due), None if none sleeps. One round trip."""
+    earliest, at = (
+        await conn.execute(sa.select(sa.func.min(executions.c.wake_at), clock(conn)))
+    ).one()
+    if earliest is None:
+        return None
+    seconds: float = (aware(earliest) - aware(at)).total_seconds()
+    return max(seconds, 0.0)
 
 
 # ---------------------------------------------------------------------------- history

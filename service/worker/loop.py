@@ -47,6 +47,8 @@ class Worker:
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
+        self._idle: list[asyncio.Event] = []  # decision lanes asleep for want of work
+        self._mock_wake: asyncio.Event | None = None
 
     def stop(self) -> None:
         """Finish the decisions in flight, then return from run()."""
@@ -89,12 +91,17 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if not worked:
-                await self._sleep(wake, await self._idle_seconds())
+                seconds = await self._idle_seconds()
+                self._idle.append(wake)
+                try:
+                    await self._sleep(wake, seconds)
+                finally:
+                    self._idle.remove(wake)
 
     async def _mock_lane(self) -> None:
         """Answer mocked tasks (executions started with a mock config test case)."""
         assert self.mock_runner is not None
-        wake = asyncio.Event()
+        wake = self._mock_wake = asyncio.Event()
         self._lane_wakes.append(wake)
         while not self.stopping.is_set():
             wake.clear()
@@ -111,15 +118,25 @@ class Worker:
         for wake in self._lane_wakes:
             wake.set()
 
+    def _notified(self) -> None:
+        """Something became due: wake one sleeping decision lane (it takes a batch of what is
+        due; waking every lane of every worker for each start would cost a query each), or,
+        when none sleeps, flag every lane so that none goes to sleep without looking again."""
+        if self._mock_wake is not None:
+            self._mock_wake.set()
+        if self._idle:
+            self._idle[-1].set()
+        else:
+            self._wake_all()
+
     async def _idle_seconds(self) -> float:
         """Until the earliest timer, at most the polling interval."""
         timeout = self.poll_seconds
         try:
             async with self.engine.connect() as conn:
-                wake = await queries.next_wake(conn)
-                at = await queries.now(conn)
-            if wake is not None:
-                timeout = min(timeout, max((wake - at).total_seconds(), 0.0))
+                seconds = await queries.seconds_to_next_wake(conn)
+            if seconds is not None:
+                timeout = min(timeout, seconds)
         except Exception:  # the database is away: poll again later
             pass
         return timeout
@@ -136,7 +153,7 @@ class Worker:
                     raw = await conn.get_raw_connection()
                     driver = raw.driver_connection
                     assert driver is not None
-                    await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._wake_all())
+                    await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._notified())
                     self.listening.set()
                     while not self.stopping.is_set() and not driver.is_closed():
                         await asyncio.sleep(1.0)
