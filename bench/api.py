@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -286,10 +287,32 @@ class Target:
     end_to_end: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     cpu: dict[str, list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
     errors: int = 0
+    key: tuple[str, str] | None = None  # an API key: requests are signed with SigV4
+    _signed: dict[bytes, dict[str, str]] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def headers_for(self, body: bytes) -> dict[str, str]:
+        """The headers of a POST of ``body``: signed with SigV4 as boto3 signs (once per
+        distinct body; a signature holds for 15 minutes) when the target wants a key."""
+        if self.key is None:
+            return self.headers
+        if body not in self._signed:
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+            from botocore.credentials import Credentials
+
+            request = AWSRequest("POST", self.base + self.path, data=body, headers=self.headers)
+            SigV4Auth(Credentials(*self.key), "states", "us-east-1").add_auth(request)
+            self._signed[body] = dict(request.headers.items())
+        return self._signed[body]
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        """The REST API's Authorization header."""
+        return {"Authorization": f"Bearer {self.key[0]}:{self.key[1]}"} if self.key else {}
 
 
 @dataclass
@@ -309,7 +332,7 @@ class Window:
 def raw_request(target: Target, body: bytes) -> bytes:
     """The bytes of one HTTP/1.1 keep-alive POST of ``body`` to ``target``."""
     head = [f"POST {target.path} HTTP/1.1", f"Host: 127.0.0.1:{target.port}"]
-    head += [f"{k}: {v}" for k, v in target.headers.items()]
+    head += [f"{k}: {v}" for k, v in target.headers_for(body).items()]
     head.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
@@ -357,7 +380,7 @@ async def load(
             if kind == "raw":
                 status, text = await raw_exchange(*streams[i], request)
             else:
-                response = await client.post(url, content=body, headers=target.headers)
+                response = await client.post(url, content=body, headers=target.headers_for(body))
                 status, text = response.status_code, response.content
             if status == 200:
                 ok += 1
@@ -412,6 +435,21 @@ class Bench:
         )
         await asyncio.to_thread(upgrade, self.server.url(name))
         return name
+
+    async def api_key(self, database: str) -> tuple[str, str]:
+        """A new API key in ``database`` (sealed with STATEWRIGHT_SECRET_KEY)."""
+        from service.auth import create_key
+        from service.db.engine import create_engine
+        from service.sealing import Sealer
+
+        engine = create_engine(self.server.url(database))
+        try:
+            key, secret = await create_key(
+                engine, "bench", Sealer(os.environ["STATEWRIGHT_SECRET_KEY"])
+            )
+        finally:
+            await engine.dispose()
+        return key.id, secret
 
     async def connect(self, database: str) -> asyncpg.Connection:
         import asyncpg
@@ -554,7 +592,9 @@ async def section_latency(
                 {"stateMachineArn": bench.arn, "input": json.dumps(INPUT), "name": name}
             ).encode()
             sent = time.perf_counter()
-            response = await client.post(target.base + "/", content=body, headers=AWS_HEADERS)
+            response = await client.post(
+                target.base + "/", content=body, headers=target.headers_for(body)
+            )
             answered = time.perf_counter()
             if response.status_code != 200:
                 raise RuntimeError(
@@ -593,6 +633,9 @@ async def run(bench: Bench, profile: Path | None, clients: list[str]) -> None:
         f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}"
     )
     split_db, serve_db = await bench.database("split"), await bench.database("serve")
+    # Requests carry API keys, as in production: the servers check a SigV4 signature on each.
+    os.environ["STATEWRIGHT_SECRET_KEY"] = secrets.token_urlsafe(32)
+    split_key, serve_key = await bench.api_key(split_db), await bench.api_key(serve_db)
     bare_port, split_port, serve_port = free_port(), free_port(), free_port()
     bare = bench.processes.spawn(
         "bare", [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(bare_port)]
@@ -619,9 +662,25 @@ async def run(bench: Bench, profile: Path | None, clients: list[str]) -> None:
     targets = [
         Target("bare", bare_port, "/echo", {"Content-Type": "application/json"}, bare.pid),
         Target(
-            "api+2w", split_port, "/", AWS_HEADERS, split.pid, [w.pid for w in workers], split_db
+            "api+2w",
+            split_port,
+            "/",
+            AWS_HEADERS,
+            split.pid,
+            [w.pid for w in workers],
+            split_db,
+            key=split_key,
         ),
-        Target("serve-2l", serve_port, "/", AWS_HEADERS, serve.pid, [serve.pid], serve_db),
+        Target(
+            "serve-2l",
+            serve_port,
+            "/",
+            AWS_HEADERS,
+            serve.pid,
+            [serve.pid],
+            serve_db,
+            key=serve_key,
+        ),
     ]
     limits = httpx.Limits(
         max_connections=bench.concurrency, max_keepalive_connections=bench.concurrency
@@ -636,6 +695,7 @@ async def run(bench: Bench, profile: Path | None, clients: list[str]) -> None:
             response = await client.post(
                 target.base + "/api/v1/state-machines",
                 json={"name": MACHINE, "definition": definition},
+                headers=target.bearer,
             )
             response.raise_for_status()
             bench.arn = response.json()["arn"]

@@ -1063,9 +1063,7 @@ async def settings(bench: Bench) -> None:
     say("durability settings of every database used, baseline and Statewright alike:")
     say("    " + ", ".join(f"{k}={v}" for k, v in values.items()))
     if values["fsync"] == "off":
-        say(
-            "    (fsync=off: commits are not flushed to disk; figures are CPU-bound upper bounds,"
-        )
+        say("    (fsync=off: commits are not flushed to disk; figures are CPU-bound upper bounds,")
         say("     not what a production server does; leave out --no-fsync for that)")
     say(f"machine: {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; sizes: {bench.sizes}")
     say()

@@ -18,7 +18,9 @@ from fastapi.responses import JSONResponse, Response
 
 from service import control
 from service.api import aws, rest
+from service.auth import Authenticator, AuthError
 from service.db.engine import create_engine
+from service.sealing import Sealer
 from service.settings import Settings
 from service.worker.loop import Worker
 
@@ -39,9 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     control.REGION, control.ACCOUNT = settings.region, settings.account_id
     aws.ACTIVITY_POLL_SECONDS = settings.activity_poll_seconds
 
+    # A missing or short server key stops the start here, with a message saying what to set.
+    sealer = Sealer(settings.secret_key) if settings.auth else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = create_engine(settings.database_url, pool_size=10)
+        app.state.auth = Authenticator(app.state.engine, sealer) if sealer else None
         workers: list[Worker] = []
         tasks: list[asyncio.Task[None]] = []
         if settings.workers > 0:
@@ -69,14 +75,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(rest.router)
+    app.include_router(rest.callbacks)
 
     @app.post("/", include_in_schema=False)
     async def aws_api(request: Request) -> Response:
-        return await aws.handle(request, request.app.state.engine)
+        return await aws.handle(request, request.app.state.engine, request.app.state.auth)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> Response:
+        return JSONResponse(
+            {"code": exc.code, "message": str(exc)},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="statewright"'},
+        )
 
     @app.exception_handler(control.ServiceError)
     async def service_error(request: Request, exc: control.ServiceError) -> Response:

@@ -181,6 +181,7 @@ def command_serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.db.engine import normalize_url
     from service.db.migrate import upgrade
+    from service.sealing import ServerKeyError
     from service.settings import Settings
 
     dev = args.command == "dev"
@@ -190,13 +191,25 @@ def command_serve(args: argparse.Namespace) -> int:
     normalize_url(url)
     upgrade(url)
     workers = 0 if args.command == "api" else max(1, getattr(args, "workers", 1))
+    auth = not dev and not args.no_auth
     settings = Settings(
         database_url=url,
         host=args.host,
         port=args.port,
         workers=workers,
         mock_config=_mock_config(args) if workers else None,
+        auth=auth,
     )
+    try:
+        app = create_app(settings)  # a missing server key is reported here, before listening
+    except ServerKeyError as exc:
+        raise UsageError(f"{exc} (or run with --no-auth on a network you trust)") from None
+    if not dev and not auth:
+        print(
+            "\n  WARNING: --no-auth: every request is accepted without an API key. Only on a "
+            "network you trust.\n",
+            file=sys.stderr,
+        )
     if dev:
         _load_samples(url)
         print(
@@ -207,7 +220,7 @@ def command_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level="warning",
@@ -238,6 +251,75 @@ def _load_samples(url: str | None) -> None:
         await engine.dispose()
 
     asyncio.run(load())
+
+
+def command_keys(args: argparse.Namespace) -> int:
+    """Create, list and revoke API keys (run against the database), or print a server key."""
+    import asyncio
+
+    from service import auth
+    from service.db.engine import create_engine, normalize_url
+    from service.db.migrate import upgrade
+    from service.sealing import Sealer, new_server_key
+    from service.settings import Settings
+
+    if args.keys_command == "server-key":
+        print(new_server_key())
+        return EXIT_SUCCEEDED
+    url = _database_url(args)
+    normalize_url(url)
+    upgrade(url)
+
+    async def run() -> int:
+        engine = create_engine(url)
+        try:
+            if args.keys_command == "create":
+                sealer = Sealer(Settings().secret_key)
+                key, secret = await auth.create_key(engine, args.name, sealer)
+                if args.json:
+                    print(json.dumps({"id": key.id, "secret": secret, "name": key.name}))
+                else:
+                    print(f"id:     {key.id}\nsecret: {secret}")
+                    print(
+                        "\nShown once. REST: 'Authorization: Bearer ID:SECRET'; AWS SDKs and "
+                        "the AWS CLI: the id as access key id, the secret as secret access key.",
+                        file=sys.stderr,
+                    )
+                return EXIT_SUCCEEDED
+            if args.keys_command == "list":
+                keys = await auth.list_keys(engine)
+                if args.json:
+                    print(
+                        json.dumps(
+                            [
+                                {
+                                    "id": k.id,
+                                    "name": k.name,
+                                    "created_at": k.created_at.isoformat(),
+                                    "revoked_at": k.revoked_at.isoformat()
+                                    if k.revoked_at
+                                    else None,
+                                }
+                                for k in keys
+                            ]
+                        )
+                    )
+                else:
+                    for k in keys:
+                        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
+                        print(f"{k.id}  {k.created_at:%Y-%m-%d %H:%M}  {k.name}  {state}".rstrip())
+                return EXIT_SUCCEEDED
+            if await auth.revoke_key(engine, args.id):
+                print(f"revoked {args.id}", file=sys.stderr)
+                return EXIT_SUCCEEDED
+            raise UsageError(f"no key {args.id!r} to revoke (unknown, or revoked already)")
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ValueError as exc:  # a bad name, or the server key (ServerKeyError)
+        raise UsageError(str(exc)) from None
 
 
 def command_schema(args: argparse.Namespace) -> int:
@@ -404,7 +486,38 @@ def build_parser() -> argparse.ArgumentParser:
                 "--workers", type=int, default=2, help="worker lanes in this process (default 2)"
             )
             server.add_argument("--mock-config", metavar="FILE", help=MOCK_HELP)
-        server.set_defaults(handler=command_serve)
+        if command != "dev":
+            server.add_argument(
+                "--no-auth",
+                action="store_true",
+                help="accept requests without an API key (by default the REST API wants a "
+                "bearer key and the AWS API a SigV4 signature; the server key comes from "
+                "STATEWRIGHT_SECRET_KEY)",
+            )
+        server.set_defaults(handler=command_serve, no_auth=False)
+
+    keys = commands.add_parser(
+        "keys",
+        help="API keys: create, list, revoke (against the database)",
+        description="API keys for the REST API (Authorization: Bearer ID:SECRET) and the AWS "
+        "API (the id as AWS access key id, the secret as secret access key; requests signed "
+        "with SigV4). Secrets are stored sealed with STATEWRIGHT_SECRET_KEY, which create "
+        "and the servers need.",
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    keys_create = keys_commands.add_parser("create", help="create a key; prints id and secret")
+    keys_create.add_argument("--name", required=True, help="what the key is for (1-80 chars)")
+    keys_create.add_argument("--json", action="store_true", help='print {"id", "secret"}')
+    keys_list = keys_commands.add_parser("list", help="list keys (never their secrets)")
+    keys_list.add_argument("--json", action="store_true", help="print JSON")
+    keys_revoke = keys_commands.add_parser("revoke", help="revoke a key for good")
+    keys_revoke.add_argument("id", help="the key id (SWK...)")
+    for sub in (keys_create, keys_list, keys_revoke):
+        sub.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    keys_commands.add_parser(
+        "server-key", help="print a new random server key for STATEWRIGHT_SECRET_KEY"
+    )
+    keys.set_defaults(handler=command_keys)
 
     schema = commands.add_parser(
         "schema", help="print a JSON Schema of ASL, for editors to validate while typing"

@@ -21,3 +21,8 @@ class Settings(BaseSettings):
     mock_config: str | None = None
     # How long GetActivityTask holds a request open waiting for a task (AWS: 60 s).
     activity_poll_seconds: float = 60.0
+    # Requests must carry an API key (REST: bearer; AWS API: SigV4). Only `statewright dev`
+    # and `--no-auth` turn it off.
+    auth: bool = True
+    # Seals the secrets the database keeps (service/sealing.py); required when auth is on.
+    secret_key: str | None = None

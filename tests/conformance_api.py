@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -56,6 +57,19 @@ class _Service:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
+        # Signed requests, as against AWS: a server key, and an API key made by the CLI.
+        env = {**os.environ, "STATEWRIGHT_SECRET_KEY": secrets.token_urlsafe(32)}
+        made = subprocess.run(
+            [
+                *(sys.executable, "-m", "service.cli", "keys", "create", "--name", "conformance"),
+                *("--json", "--database-url", database),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        key = json.loads(made.stdout)
         log = (self.dir / "server.log").open("wb")
         self.process = subprocess.Popen(
             [
@@ -73,6 +87,7 @@ class _Service:
                 str(self.mock_path),
             ],
             cwd=ROOT,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -96,8 +111,8 @@ class _Service:
             "stepfunctions",
             endpoint_url=self.base,
             region_name="us-east-1",
-            aws_access_key_id="conformance",
-            aws_secret_access_key="conformance",
+            aws_access_key_id=key["id"],
+            aws_secret_access_key=key["secret"],
             config=Config(retries={"total_max_attempts": 1}, inject_host_prefix=False),
         )
         atexit.register(self.close)

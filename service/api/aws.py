@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import control
+from service.auth import Authenticator, AuthError
 from statemachine.errors import DefinitionError
 from statemachine.events import Event
 from statemachine.teststate import test_state
@@ -518,8 +519,32 @@ def _error(exc: control.ServiceError) -> Response:
     )
 
 
-async def handle(request: Request, engine: AsyncEngine) -> Response:
-    """Dispatch one awsJson1_0 request."""
+async def handle(
+    request: Request, engine: AsyncEngine, auth: Authenticator | None = None
+) -> Response:
+    """Dispatch one awsJson1_0 request (signed with SigV4 when ``auth`` is on)."""
+    raw = bytearray()
+    async for chunk in request.stream():  # read at most the limit, whatever is sent
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return _error(
+                ValidationException(f"The request body is over the limit of {MAX_BODY_BYTES} bytes")
+            )
+    if auth is not None:
+        try:
+            await auth.sigv4(
+                request.method,
+                request.scope.get("raw_path", b"/").decode("latin-1"),
+                request.scope.get("query_string", b"").decode("latin-1"),
+                request.headers,
+                bytes(raw),
+            )
+        except AuthError as exc:
+            return JSONResponse(
+                {"__type": exc.code, "message": str(exc)},
+                status_code=exc.status,
+                media_type="application/x-amz-json-1.0",
+            )
     target = request.headers.get("x-amz-target", "")
     prefix, _, action = target.partition(".")
     handler = ACTIONS.get(action) if prefix == "AWSStepFunctions" else None
@@ -527,15 +552,8 @@ async def handle(request: Request, engine: AsyncEngine) -> Response:
         return _error(
             UnknownOperationException(f"Unknown operation: {target or '(no X-Amz-Target)'}")
         )
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return _error(
-            ValidationException(
-                f"The request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}"
-            )
-        )
     try:
-        body = json.loads(raw or b"{}")
+        body = json.loads(bytes(raw) or b"{}")
         # A lone surrogate ("\ud800") is valid JSON text but no Unicode string can hold it.
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeError) as exc:

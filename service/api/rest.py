@@ -7,13 +7,34 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import control
+from service.auth import Authenticator
 
 JSON = Any
-router = APIRouter(prefix="/api/v1")
+# Shown in the OpenAPI document (and /docs's Authorize button); the check itself is _authorized,
+# which also takes HTTP Basic.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API key as `ID:SECRET` (statewright keys create); HTTP Basic works too.",
+)
+
+
+async def _authorized(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> None:
+    auth: Authenticator | None = request.app.state.auth
+    if auth is not None:
+        await auth.rest(request.headers.get("authorization"))
+
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(_authorized)])
+# Callbacks are authorized by the task token in their URL alone.
+callbacks = APIRouter(prefix="/api/v1")
 
 
 def _engine(request: Request) -> AsyncEngine:
@@ -181,7 +202,7 @@ async def redrive(engine: EngineDep, execution_id: str) -> ExecutionPublic:
     return _ex(await control.describe_execution(engine, execution_id))
 
 
-@router.post("/callbacks/{token}/success", status_code=202)
+@callbacks.post("/callbacks/{token}/success", status_code=202)
 async def callback_success(
     engine: EngineDep, token: str, output: Annotated[JSON, Body()] = None
 ) -> dict[str, str]:
@@ -190,14 +211,14 @@ async def callback_success(
     return {"status": "accepted"}
 
 
-@router.post("/callbacks/{token}/failure", status_code=202)
+@callbacks.post("/callbacks/{token}/failure", status_code=202)
 async def callback_failure(engine: EngineDep, token: str, body: TaskFailure) -> dict[str, str]:
     """Fail a waiting task."""
     await control.send_task_failure(engine, token, body.error, body.cause)
     return {"status": "accepted"}
 
 
-@router.post("/callbacks/{token}/heartbeat", status_code=202)
+@callbacks.post("/callbacks/{token}/heartbeat", status_code=202)
 async def callback_heartbeat(engine: EngineDep, token: str) -> dict[str, str]:
     """Keep a waiting task alive."""
     await control.send_task_heartbeat(engine, token)

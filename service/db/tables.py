@@ -177,3 +177,19 @@ class ActivityRow(SQLModel, table=True):
     name: str = Field(max_length=80, unique=True)
     arn: str = Field(max_length=256, unique=True)
     created_at: datetime = Field(sa_column=_now_column())
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key: the SHA-256 of its secret, and the secret sealed with the server key (a
+    SigV4 check recomputes an HMAC keyed by the secret itself). See service/auth.py."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=80)
+    secret_sha256: str = Field(max_length=64)
+    secret_sealed: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(sa_column=_now_column())
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )

@@ -10,7 +10,9 @@ gives its last lines for failure messages. The fixtures that use it live in
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +41,18 @@ class Server:
     database_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    key_id: str = ""  # an API key made for the tests (statewright keys create)
+    secret: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The REST API's Authorization header for the tests' key."""
+        return {"Authorization": f"Bearer {self.key_id}:{self.secret}"}
+
+    @property
+    def aws_credentials(self) -> dict[str, str]:
+        """boto3.client(...) keyword arguments: the tests' key as AWS credentials."""
+        return {"aws_access_key_id": self.key_id, "aws_secret_access_key": self.secret}
 
     def tail(self, lines: int = 40) -> str:
         """The last lines of the server's output (for failure messages)."""
@@ -84,13 +98,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The server key of the test servers (each test run makes its own).
+SERVER_KEY = secrets.token_urlsafe(32)
+
+
 def _child_env() -> dict[str, str]:
     # Flags decide the configuration: drop STATEWRIGHT_* settings inherited from the shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
     env["PYTHONUNBUFFERED"] = "1"
     # GetActivityTask's long poll: short, so a test of an empty activity takes a second.
     env["STATEWRIGHT_ACTIVITY_POLL_SECONDS"] = "1"
+    env["STATEWRIGHT_SECRET_KEY"] = SERVER_KEY
     return env
+
+
+def create_key(database_url: str, name: str = "tests") -> tuple[str, str]:
+    """A new API key in the database, made the way users make one: ``statewright keys
+    create --json``. Returns (id, secret)."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "service.cli", "keys", "create"),
+            *("--name", name, "--json", "--database-url", database_url),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        env=_child_env(),
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"statewright keys create failed: {done.stderr.decode()}")
+    made = json.loads(done.stdout)
+    return made["id"], made["secret"]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> int | None:
@@ -124,7 +162,9 @@ def _wait_healthy(server: Server, deadline: float) -> bool:
     )
 
 
-def _launch(database_url: str, backend: str, log_path: Path, workers: int) -> Server:
+def _launch(
+    database_url: str, backend: str, log_path: Path, workers: int, key: tuple[str, str]
+) -> Server:
     port = free_port()
     with log_path.open("ab") as out:  # the child keeps its own descriptor
         out.write(f"--- starting on port {port}\n".encode())
@@ -150,7 +190,7 @@ def _launch(database_url: str, backend: str, log_path: Path, workers: int) -> Se
             stderr=subprocess.STDOUT,
             env=_child_env(),
         )
-    return Server(f"http://127.0.0.1:{port}", backend, database_url, process, log_path)
+    return Server(f"http://127.0.0.1:{port}", backend, database_url, process, log_path, *key)
 
 
 @contextlib.contextmanager
@@ -160,9 +200,10 @@ def running_server(
     """Start ``statewright serve`` on ``database_url``; yield it once healthy; stop it after."""
     deadline = time.monotonic() + START_TIMEOUT_S
     server: Server | None = None
+    key = create_key(database_url)
     try:
         for _ in range(START_ATTEMPTS):
-            server = _launch(database_url, backend, log_path, workers)
+            server = _launch(database_url, backend, log_path, workers, key)
             if _wait_healthy(server, deadline):
                 break
             _stop(server.process)

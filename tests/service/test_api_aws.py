@@ -13,7 +13,10 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.service.server import Server
@@ -77,13 +80,13 @@ BRANCHY = {  # waits when the input asks for it, else succeeds at once
 
 
 @functools.cache
-def _client(base_url: str, validate: bool = True) -> Any:
+def _client(base_url: str, key_id: str, secret: str, validate: bool = True) -> Any:
     return boto3.client(
         "stepfunctions",
         endpoint_url=base_url,
         region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(
             retries={"total_max_attempts": 1},
             # TestState's model sends to the "sync-" host prefix, which a local endpoint lacks.
@@ -96,13 +99,13 @@ def _client(base_url: str, validate: bool = True) -> Any:
 @pytest.fixture
 def sfn(api_server: Server) -> Any:
     api_server.check_alive()
-    return _client(api_server.base_url)
+    return _client(api_server.base_url, api_server.key_id, api_server.secret)
 
 
 @pytest.fixture
 def raw_sfn(api_server: Server) -> Any:
     """A client that sends what it is given (no client-side parameter validation)."""
-    return _client(api_server.base_url, validate=False)
+    return _client(api_server.base_url, api_server.key_id, api_server.secret, validate=False)
 
 
 def unique(prefix: str) -> str:
@@ -163,10 +166,24 @@ def task_token(server: Server, sfn: Any, arn: str) -> str:
     return server.wait_for(probe, f"the TaskScheduled event of {arn}")
 
 
-def raw_post(server: Server, target: str | None, content: bytes) -> httpx.Response:
+def raw_post(
+    server: Server,
+    target: str | None,
+    content: bytes,
+    *,
+    credentials: tuple[str, str] | None = None,
+    signed: bool = True,
+) -> httpx.Response:
+    """POST / with any body, signed with SigV4 by botocore's own signer (the tests' key, or
+    ``credentials``) unless ``signed`` is False."""
     headers = {"Content-Type": "application/x-amz-json-1.0"}
     if target is not None:
         headers["X-Amz-Target"] = target
+    if signed:
+        key_id, secret = credentials or (server.key_id, server.secret)
+        request = AWSRequest("POST", f"{server.base_url}/", data=content, headers=headers)
+        SigV4Auth(Credentials(key_id, secret), "states", "us-east-1").add_auth(request)
+        headers = dict(request.headers.items())
     return httpx.post(f"{server.base_url}/", headers=headers, content=content, timeout=30)
 
 
@@ -648,7 +665,7 @@ def test_heartbeats_keep_a_callback_task_alive(api_server: Server, sfn: Any) -> 
 def test_heartbeats_in_time_keep_a_short_heartbeat_task_alive(
     sqlite_api_server: Server,
 ) -> None:
-    sfn = _client(sqlite_api_server.base_url)
+    sfn = _client(sqlite_api_server.base_url, sqlite_api_server.key_id, sqlite_api_server.secret)
     definition = {
         "StartAt": "Callback",
         "States": {"Callback": {**CALLBACK_TASK, "HeartbeatSeconds": 1}},

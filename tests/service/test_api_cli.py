@@ -70,7 +70,7 @@ def aws(
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env={**env, "AWS_ACCESS_KEY_ID": server.key_id, "AWS_SECRET_ACCESS_KEY": server.secret},
         check=False,
     )
     if check:
