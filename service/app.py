@@ -29,6 +29,7 @@ _REST_STATUS = {
     "ExecutionDoesNotExist": 404,
     "TaskDoesNotExist": 404,
     "StateMachineAlreadyExists": 409,
+    "StateMachineDeleting": 409,
     "ExecutionAlreadyExists": 409,
     "TaskTimedOut": 409,
     "ExecutionNotRedrivable": 409,

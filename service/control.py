@@ -77,6 +77,10 @@ class StateMachineDoesNotExist(ServiceError):
     """No state machine has that name or ARN."""
 
 
+class StateMachineDeleting(ServiceError):
+    """The state machine was deleted; some of its executions still run."""
+
+
 class StateMachineAlreadyExists(ServiceError):
     """A state machine of that name exists with another definition."""
 
@@ -130,6 +134,7 @@ class StateMachineInfo:
     type: str
     created_at: datetime
     updated_at: datetime  # when this version was published
+    status: str = "ACTIVE"  # DELETING once deleted, while executions still run
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,12 +205,27 @@ def _definition_text(definition: str | dict[str, JSON]) -> str:
 # ---------------------------------------------------------------------------- state machines
 
 
-async def _state_machine_row(conn: AsyncConnection, name: str) -> Any:
+async def _state_machine_row(conn: AsyncConnection, name: str, deleting_ok: bool = False) -> Any:
+    """A state machine's row. A deleted one is StateMachineDoesNotExist once none of its
+    executions runs; before that it is DELETING: ``deleting_ok`` reads it (describe, list
+    executions), anything else gets StateMachineDeleting."""
     sm = queries.state_machines
     row = (await conn.execute(sa.select(sm).where(sm.c.name == name))).first()
-    if row is None:
+    if row is None or (row.deleted_at is not None and not await _running(conn, row.id)):
         raise StateMachineDoesNotExist(f"State Machine Does Not Exist: '{state_machine_arn(name)}'")
+    if row.deleted_at is not None and not deleting_ok:
+        raise StateMachineDeleting(f"State Machine is being deleted: '{row.arn}'")
     return row
+
+
+async def _running(conn: AsyncConnection, state_machine_id: int) -> bool:
+    e = queries.executions
+    found = await conn.execute(
+        sa.select(e.c.id)
+        .where(e.c.state_machine_id == state_machine_id, e.c.status == "RUNNING")
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 async def _latest_version(conn: AsyncConnection, state_machine_id: int) -> Any:
@@ -234,15 +254,27 @@ async def create_state_machine(
     text = _definition_text(definition)
     async with engine.begin() as conn:
         at = await queries.now(conn)
-        existing = (
-            await conn.execute(
-                sa.select(queries.state_machines.c.id).where(queries.state_machines.c.name == name)
-            )
-        ).scalar_one_or_none()
+        sm = queries.state_machines
+        found = (
+            await conn.execute(sa.select(sm.c.id, sm.c.deleted_at).where(sm.c.name == name))
+        ).first()
+        existing = found[0] if found is not None else None
         if existing is None:
             await queries.create_state_machine(
                 conn, name, state_machine_arn(name), text, role_arn, at, kind
             )
+        elif found is not None and found[1] is not None:
+            # Deleted: the name is free once its last execution has ended.
+            if await _running(conn, existing):
+                raise StateMachineDeleting(
+                    f"State Machine is being deleted: '{state_machine_arn(name)}'"
+                )
+            await conn.execute(
+                sm.update()
+                .where(sm.c.id == existing)
+                .values(deleted_at=None, type=kind, role_arn=role_arn, created_at=at)
+            )
+            await queries.publish_version(conn, existing, text, at)
         else:
             latest = await _latest_version(conn, existing)
             if latest is None or latest.definition != text:
@@ -267,6 +299,7 @@ async def update_state_machine(
 
 def _info(row: Any, version: Any) -> StateMachineInfo:
     return StateMachineInfo(
+        status="DELETING" if row.deleted_at is not None else "ACTIVE",
         id=row.id,
         name=row.name,
         arn=row.arn,
@@ -284,7 +317,7 @@ async def describe_state_machine(
 ) -> StateMachineInfo:
     """DescribeStateMachine: the latest version, or the given one."""
     async with engine.connect() as conn:
-        row = await _state_machine_row(conn, name)
+        row = await _state_machine_row(conn, name, deleting_ok=True)
         if version is None:
             return _info(row, await _latest_version(conn, row.id))
         return _info(row, await _version(conn, row, version))
@@ -330,13 +363,32 @@ async def state_machine_for_execution(engine: AsyncEngine, ref: str) -> StateMac
     return _info(row, version)
 
 
+async def delete_state_machine(engine: AsyncEngine, name: str) -> str:
+    """DeleteStateMachine: its executions run to their end (the machine is DELETING until
+    then), nothing new starts, and its name can be created again afterwards. Deleting what
+    does not exist succeeds (as AWS's does). Returns the status: DELETING or DELETED."""
+    sm = queries.state_machines
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(sa.select(sm.c.id, sm.c.deleted_at).where(sm.c.name == name))
+        ).first()
+        if row is None:
+            return "DELETED"
+        if row[1] is None:
+            at = await queries.now(conn)
+            await conn.execute(sm.update().where(sm.c.id == row[0]).values(deleted_at=at))
+        return "DELETING" if await _running(conn, row[0]) else "DELETED"
+
+
 async def list_state_machines(engine: AsyncEngine) -> list[StateMachineInfo]:
     """Every state machine, by name."""
     async with engine.connect() as conn:
         names = (
             (
                 await conn.execute(
-                    sa.select(queries.state_machines.c.name).order_by(queries.state_machines.c.name)
+                    sa.select(queries.state_machines.c.name)
+                    .where(queries.state_machines.c.deleted_at.is_(None))
+                    .order_by(queries.state_machines.c.name)
                 )
             )
             .scalars()
@@ -383,11 +435,12 @@ async def start_execution(
         found = (
             await conn.execute(
                 sa.select(sm.c.id, sm.c.arn, chosen.scalar_subquery(), queries.clock(conn)).where(
-                    sm.c.name == state_machine
+                    sm.c.name == state_machine, sm.c.deleted_at.is_(None)
                 )
             )
         ).first()
         if found is None:
+            await _state_machine_row(conn, state_machine)  # does not exist, or deleting
             raise StateMachineDoesNotExist(
                 f"State Machine Does Not Exist: '{state_machine_arn(state_machine)}'"
             )
@@ -539,7 +592,8 @@ async def list_executions(
     async with engine.connect() as conn:
         if state_machine is not None:
             query = query.where(
-                e.c.state_machine_id == (await _state_machine_row(conn, state_machine)).id
+                e.c.state_machine_id
+                == (await _state_machine_row(conn, state_machine, deleting_ok=True)).id
             )
         if status is not None:
             query = query.where(e.c.status == status)

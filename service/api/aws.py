@@ -101,7 +101,7 @@ def _state_machine(info: control.StateMachineInfo) -> dict[str, JSON]:
     return {
         "stateMachineArn": info.arn,
         "name": info.name,
-        "status": "ACTIVE",
+        "status": info.status,
         "definition": info.definition,
         "roleArn": info.role_arn or f"arn:aws:iam::{control.ACCOUNT}:role/statewright",
         "type": info.type,
@@ -188,6 +188,18 @@ async def update_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> di
         else await control.describe_state_machine(engine, name)
     )
     return {"updateDate": _epoch(info.updated_at), "revisionId": str(info.version)}
+
+
+async def delete_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    if control.version_from_arn(arn) is not None:
+        raise ValidationException(
+            "DeleteStateMachine takes a state machine ARN, not a version's "
+            "(DeleteStateMachineVersion is not supported: versions are kept)"
+        )
+    await control.delete_state_machine(engine, control.name_from_arn(arn, "stateMachine"))
+    return {}
 
 
 async def describe_state_machine(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
@@ -492,6 +504,7 @@ ACTIONS: dict[str, Handler] = {
     "CreateStateMachine": create_state_machine,
     "UpdateStateMachine": update_state_machine,
     "DescribeStateMachine": describe_state_machine,
+    "DeleteStateMachine": delete_state_machine,
     "ListStateMachines": list_state_machines,
     "PublishStateMachineVersion": publish_version,
     "ListStateMachineVersions": list_versions,

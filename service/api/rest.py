@@ -60,6 +60,7 @@ class StateMachinePublic(BaseModel):
     version: int
     definition: dict[str, JSON]
     created_at: datetime
+    status: str = "ACTIVE"  # DELETING: deleted, with executions still running
 
 
 class ExecutionCreate(BaseModel):
@@ -107,6 +108,7 @@ def _sm(info: control.StateMachineInfo) -> StateMachinePublic:
         version=info.version,
         definition=json.loads(info.definition),
         created_at=info.created_at,
+        status=info.status,
     )
 
 
@@ -136,6 +138,13 @@ async def list_state_machines(engine: EngineDep) -> list[StateMachinePublic]:
 async def describe_state_machine(engine: EngineDep, name: str) -> StateMachinePublic:
     """One state machine."""
     return _sm(await control.describe_state_machine(engine, name))
+
+
+@router.delete("/state-machines/{name}", status_code=202)
+async def delete_state_machine(engine: EngineDep, name: str) -> dict[str, str]:
+    """Delete a state machine: running executions finish (status DELETING until then), no new
+    ones start; the name can be used again afterwards. Deleting what is not there succeeds."""
+    return {"status": await control.delete_state_machine(engine, name)}
 
 
 @router.post("/state-machines/{name}/executions", status_code=201)

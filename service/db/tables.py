@@ -43,6 +43,11 @@ class StateMachineRow(SQLModel, table=True):
     type: str = Field(default="STANDARD", max_length=16)
     role_arn: str = Field(default="", max_length=256)
     created_at: datetime = Field(sa_column=_now_column())
+    # DeleteStateMachine: its executions run on (the machine is DELETING until none runs);
+    # creating the name again brings the row back with a new version.
+    deleted_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
 
 
 class StateMachineVersionRow(SQLModel, table=True):

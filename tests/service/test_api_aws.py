@@ -190,6 +190,52 @@ def raw_post(
 # ---------------------------------------------------------------------------- state machines
 
 
+def test_delete_state_machine_lets_executions_finish_then_frees_the_name(
+    api_server: Server, sfn: Any
+) -> None:
+    arn = create(sfn, BRANCHY, "delete")
+    name = arn.rsplit(":", 1)[1]
+    held = sfn.start_execution(stateMachineArn=arn, input=json.dumps({"hold": True}))
+    execution = held["executionArn"]
+    wait_status(api_server, sfn, execution, "RUNNING")
+
+    assert (
+        sfn.delete_state_machine(stateMachineArn=arn)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    )
+    # Deleting: described as DELETING, not listed, starts refused, its execution runs on.
+    assert sfn.describe_state_machine(stateMachineArn=arn)["status"] == "DELETING"
+    listed = [m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]]
+    assert arn not in listed
+    with pytest.raises(ClientError) as refused:
+        sfn.start_execution(stateMachineArn=arn, input="{}")
+    assert error_code(refused) == "StateMachineDeleting"
+    with pytest.raises(ClientError) as recreate:
+        sfn.create_state_machine(name=name, definition=json.dumps(PASS_CHAIN), roleArn=ROLE)
+    assert error_code(recreate) == "StateMachineDeleting"
+    assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
+
+    # Its last execution ends: the machine is gone, the execution's record stays.
+    sfn.stop_execution(executionArn=execution)
+    wait_status(api_server, sfn, execution, "ABORTED")
+    with pytest.raises(ClientError) as gone:
+        sfn.describe_state_machine(stateMachineArn=arn)
+    assert error_code(gone) == "StateMachineDoesNotExist"
+    assert sfn.describe_execution(executionArn=execution)["stateMachineArn"] == arn
+
+    # The name can be created again, with another definition.
+    again = sfn.create_state_machine(name=name, definition=json.dumps(PASS_CHAIN), roleArn=ROLE)
+    assert again["stateMachineArn"] == arn
+    described = sfn.describe_state_machine(stateMachineArn=arn)
+    assert described["status"] == "ACTIVE"
+    assert json.loads(described["definition"]) == PASS_CHAIN
+    # Deleting what is not there succeeds, as on AWS.
+    missing = f"{ACCOUNT_PREFIX}:stateMachine:{unique('never')}"
+    assert (
+        sfn.delete_state_machine(stateMachineArn=missing)["ResponseMetadata"]["HTTPStatusCode"]
+        == 200
+    )
+
+
 def test_create_describe_and_list_state_machine(sfn: Any) -> None:
     name = unique("describe")
     definition = json.dumps(PASS_CHAIN)

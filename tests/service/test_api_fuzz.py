@@ -239,6 +239,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "CreateStateMachine": ("name", "definition"),
     "UpdateStateMachine": ("stateMachineArn",),
     "DescribeStateMachine": ("stateMachineArn",),
+    "DeleteStateMachine": ("stateMachineArn",),
     "ListStateMachines": (),
     "PublishStateMachineVersion": ("stateMachineArn",),
     "ListStateMachineVersions": ("stateMachineArn",),

@@ -444,3 +444,14 @@ def test_openapi_and_docs(api_server: Server) -> None:
     assert docs.status_code == 200
     assert "text/html" in docs.headers["content-type"]
     assert "openapi.json" in docs.text
+
+
+def test_delete_state_machine(api: httpx.Client) -> None:
+    machine = upload(api, {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}, "del")
+    deleted = api.delete(f"/state-machines/{machine}")
+    assert deleted.status_code == 202, deleted.text
+    assert deleted.json() == {"status": "DELETED"}  # nothing was running
+    assert_error(api.get(f"/state-machines/{machine}"), 404, "StateMachineDoesNotExist")
+    assert machine not in [m["name"] for m in api.get("/state-machines").json()]
+    again = api.delete(f"/state-machines/{machine}")
+    assert again.status_code == 202 and again.json() == {"status": "DELETED"}
