@@ -11,6 +11,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STATEWRIGHT_", extra="ignore")
 
     database_url: str | None = None
+    # Postgres connections the API keeps open (requests beyond it wait for one).
+    database_pool_size: int = 20
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1  # in-process worker lanes of `serve` and `dev`

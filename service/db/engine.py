@@ -38,12 +38,20 @@ def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
 
 
-def create_engine(url: str | None, *, pool_size: int = 5) -> AsyncEngine:
-    """An async engine for ``url`` (normalized first)."""
+def create_engine(
+    url: str | None, *, pool_size: int = 5, max_overflow: int | None = None
+) -> AsyncEngine:
+    """An async engine for ``url`` (normalized first); Postgres connections are pooled,
+    ``pool_size`` kept open and up to ``max_overflow`` (default: as many again) opened for
+    bursts and closed after."""
     url = normalize_url(url)
     if is_postgres(url):
         # No pre-ping: it costs a round trip per checkout; callers retry on connection errors.
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        return create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
+        )
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
