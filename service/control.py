@@ -31,6 +31,8 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 # AWS: 1-80 characters, none of whitespace, brackets, wildcards, punctuation or control characters.
 _TOKEN = re.compile(r"^[0-9a-f]{64}$")  # the engine's tokens: SHA-256 of secret material
+# AWS: letters, digits, '-', '_' and '.', at least one of them not a digit (a version).
+_ALIAS = re.compile(r"^(?=.*[A-Za-z_.\-])[A-Za-z0-9_.\-]{1,80}$")
 _NAME = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]{1,80}$")
 
 
@@ -175,14 +177,25 @@ def name_from_arn(arn: str, kind: str) -> str:
 
 def version_from_arn(arn: str) -> int | None:
     """The version number of a qualified ``stateMachine:NAME:N`` ARN (None when unqualified)."""
+    version, alias = qualifier_from_arn(arn)
+    if alias is not None:
+        raise InvalidArn(f"Invalid Arn: '{arn}' (an alias ARN; this action takes a version's)")
+    return version
+
+
+def qualifier_from_arn(arn: str) -> tuple[int | None, str | None]:
+    """(version, alias) of ``stateMachine:NAME:N`` or ``stateMachine:NAME:ALIAS`` (both None
+    when unqualified)."""
     parts = arn.split(":")
     if len(parts) == 8 and parts[5] == "stateMachine":
-        if not parts[7].isdigit():
-            raise InvalidArn(
-                f"Invalid Arn: '{arn}' (aliases are not supported; use a version number)"
-            )
-        return int(parts[7])
-    return None
+        if parts[7].isdigit():
+            return int(parts[7]), None
+        if not _ALIAS.match(parts[7]):
+            raise InvalidArn(f"Invalid Arn: '{arn}'")
+        return None, parts[7]
+    if len(parts) > 8:
+        raise InvalidArn(f"Invalid Arn: '{arn}'")
+    return None, None
 
 
 def check_name(name: str, what: str) -> None:
@@ -378,6 +391,170 @@ async def delete_state_machine(engine: AsyncEngine, name: str) -> str:
             at = await queries.now(conn)
             await conn.execute(sm.update().where(sm.c.id == row[0]).values(deleted_at=at))
         return "DELETING" if await _running(conn, row[0]) else "DELETED"
+
+
+# ---------------------------------------------------------------------------- aliases
+
+
+class ConflictException(ServiceError):
+    """The resource exists with another configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInfo:
+    """What DescribeStateMachineAlias reports."""
+
+    arn: str
+    name: str
+    description: str
+    routing: list[tuple[int, int]]  # (version, weight)
+    state_machine_arn: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _check_alias(alias: str) -> None:
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise ValidationException(
+            f"Invalid alias name '{alias}': 1-80 letters, digits, '-', '_' or '.', not all digits"
+        )
+
+
+async def _check_routing(conn: AsyncConnection, sm_row: Any, routing: list[tuple[int, int]]) -> str:
+    if not 1 <= len(routing) <= 2:
+        raise ValidationException("routingConfiguration must have one or two entries")
+    if len({version for version, _ in routing}) != len(routing):
+        raise ValidationException("routingConfiguration names the same version twice")
+    if any(not 0 <= weight <= 100 for _, weight in routing) or sum(w for _, w in routing) != 100:
+        raise ValidationException("routingConfiguration weights must be 0-100 and add up to 100")
+    for version, _ in routing:
+        await _version(conn, sm_row, version)  # ResourceNotFound for a version that is not
+    return json.dumps([{"version": v, "weight": w} for v, w in routing])
+
+
+def _alias_info(sm_row: Any, row: Any) -> AliasInfo:
+    return AliasInfo(
+        arn=f"{sm_row.arn}:{row.name}",
+        name=row.name,
+        description=row.description,
+        routing=[(r["version"], r["weight"]) for r in json.loads(row.routing)],
+        state_machine_arn=sm_row.arn,
+        created_at=queries.aware(row.created_at),
+        updated_at=queries.aware(row.updated_at),
+    )
+
+
+async def _alias_row(conn: AsyncConnection, sm_row: Any, alias: str) -> Any:
+    a = queries.aliases
+    row = (
+        await conn.execute(sa.select(a).where(a.c.state_machine_id == sm_row.id, a.c.name == alias))
+    ).first()
+    if row is None:
+        raise ResourceNotFound(f"Resource not found: '{sm_row.arn}:{alias}'")
+    return row
+
+
+async def create_alias(
+    engine: AsyncEngine,
+    name: str,
+    alias: str,
+    routing: list[tuple[int, int]],
+    description: str = "",
+) -> AliasInfo:
+    """CreateStateMachineAlias: idempotent for the same routing and description, else
+    ConflictException."""
+    _check_alias(alias)
+    async with engine.begin() as conn:
+        sm_row = await _state_machine_row(conn, name)
+        text = await _check_routing(conn, sm_row, routing)
+        a = queries.aliases
+        existing = (
+            await conn.execute(
+                sa.select(a).where(a.c.state_machine_id == sm_row.id, a.c.name == alias)
+            )
+        ).first()
+        if existing is not None:
+            if existing.routing != text or existing.description != description:
+                raise ConflictException(
+                    f"Failed to create alias because an alias with the same name and a "
+                    f"different routing configuration already exists: '{sm_row.arn}:{alias}'"
+                )
+            return _alias_info(sm_row, existing)
+        at = await queries.now(conn)
+        await conn.execute(
+            a.insert().values(
+                state_machine_id=sm_row.id,
+                name=alias,
+                description=description,
+                routing=text,
+                created_at=at,
+                updated_at=at,
+            )
+        )
+        return _alias_info(sm_row, await _alias_row(conn, sm_row, alias))
+
+
+async def describe_alias(engine: AsyncEngine, name: str, alias: str) -> AliasInfo:
+    """DescribeStateMachineAlias."""
+    async with engine.connect() as conn:
+        sm_row = await _state_machine_row(conn, name, deleting_ok=True)
+        return _alias_info(sm_row, await _alias_row(conn, sm_row, alias))
+
+
+async def update_alias(
+    engine: AsyncEngine,
+    name: str,
+    alias: str,
+    routing: list[tuple[int, int]] | None,
+    description: str | None,
+) -> AliasInfo:
+    """UpdateStateMachineAlias: new routing and/or description."""
+    async with engine.begin() as conn:
+        sm_row = await _state_machine_row(conn, name)
+        row = await _alias_row(conn, sm_row, alias)
+        values: dict[str, Any] = {"updated_at": await queries.now(conn)}
+        if routing is not None:
+            values["routing"] = await _check_routing(conn, sm_row, routing)
+        if description is not None:
+            values["description"] = description
+        await conn.execute(
+            queries.aliases.update().where(queries.aliases.c.id == row.id).values(values)
+        )
+        return _alias_info(sm_row, await _alias_row(conn, sm_row, alias))
+
+
+async def delete_alias(engine: AsyncEngine, name: str, alias: str) -> None:
+    """DeleteStateMachineAlias (an alias that is not there: nothing to do)."""
+    async with engine.begin() as conn:
+        sm_row = await _state_machine_row(conn, name, deleting_ok=True)
+        a = queries.aliases
+        await conn.execute(a.delete().where(a.c.state_machine_id == sm_row.id, a.c.name == alias))
+
+
+async def list_aliases(engine: AsyncEngine, name: str) -> list[AliasInfo]:
+    """ListStateMachineAliases, by name."""
+    async with engine.connect() as conn:
+        sm_row = await _state_machine_row(conn, name, deleting_ok=True)
+        a = queries.aliases
+        rows = await conn.execute(
+            sa.select(a).where(a.c.state_machine_id == sm_row.id).order_by(a.c.name)
+        )
+        return [_alias_info(sm_row, row) for row in rows]
+
+
+def _route(routing: list[tuple[int, int]]) -> int:
+    """A version drawn by weight."""
+    draw = secrets.randbelow(100)
+    for version, weight in routing:
+        if draw < weight:
+            return version
+        draw -= weight
+    return routing[-1][0]
+
+
+async def alias_version(engine: AsyncEngine, name: str, alias: str) -> int:
+    """The version an execution started through ``alias`` runs (drawn by the weights)."""
+    return _route((await describe_alias(engine, name, alias)).routing)
 
 
 async def list_state_machines(engine: AsyncEngine) -> list[StateMachineInfo]:

@@ -277,15 +277,119 @@ async def start_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[st
     # execution with that mock config test case.
     arn, _, test_case = arn.partition("#")
     data = _json_member(body, "input", control.InvalidExecutionInput)
+    name = control.name_from_arn(arn, "stateMachine")
+    version, alias = control.qualifier_from_arn(arn)
+    if alias is not None:
+        version = await control.alias_version(engine, name, alias)
     summary = await control.start_execution(
         engine,
-        control.name_from_arn(arn, "stateMachine"),
+        name,
         data,
         _string(body, "name", required=False),
         test_case=test_case or None,
-        version=control.version_from_arn(arn),
+        version=version,
     )
     return {"executionArn": summary.arn, "startDate": _epoch(summary.started_at)}
+
+
+def _alias_arn(body: dict[str, JSON]) -> tuple[str, str]:
+    """(state machine name, alias) of ``stateMachineAliasArn``."""
+    arn = _string(body, "stateMachineAliasArn")
+    assert arn is not None
+    name = control.name_from_arn(arn, "stateMachine")
+    _, alias = control.qualifier_from_arn(arn)
+    if alias is None:
+        raise ValidationException(f"Invalid Arn: '{arn}' is not a state machine alias ARN")
+    return name, alias
+
+
+def _routing(body: dict[str, JSON], name: str, required: bool) -> list[tuple[int, int]] | None:
+    entries = body.get("routingConfiguration")
+    if entries is None:
+        if required:
+            raise ValidationException(
+                "1 validation error detected: Value null at 'routingConfiguration' failed to "
+                "satisfy constraint: Member must not be null"
+            )
+        return None
+    if not isinstance(entries, list):
+        raise ValidationException("routingConfiguration must be a list")
+    routing = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ValidationException("routingConfiguration entries must be objects")
+        arn = _string(entry, "stateMachineVersionArn")
+        assert arn is not None
+        version = control.version_from_arn(arn)
+        if version is None or control.name_from_arn(arn, "stateMachine") != name:
+            raise ValidationException(f"'{arn}' is not a version ARN of state machine '{name}'")
+        weight = entry.get("weight")
+        if not isinstance(weight, int) or isinstance(weight, bool):
+            raise ValidationException("routingConfiguration weights must be integers")
+        routing.append((version, weight))
+    return routing
+
+
+def _alias(info: control.AliasInfo) -> dict[str, JSON]:
+    return {
+        "stateMachineAliasArn": info.arn,
+        "name": info.name,
+        "description": info.description,
+        "routingConfiguration": [
+            {"stateMachineVersionArn": f"{info.state_machine_arn}:{v}", "weight": w}
+            for v, w in info.routing
+        ],
+        "creationDate": _epoch(info.created_at),
+        "updateDate": _epoch(info.updated_at),
+    }
+
+
+async def create_alias(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    alias = _string(body, "name")
+    assert alias is not None
+    entries = body.get("routingConfiguration")
+    first = entries[0] if isinstance(entries, list) and entries else None
+    if not isinstance(first, dict) or not isinstance(first.get("stateMachineVersionArn"), str):
+        raise ValidationException("routingConfiguration needs one or two version ARNs")
+    name = control.name_from_arn(first["stateMachineVersionArn"], "stateMachine")
+    routing = _routing(body, name, required=True)
+    assert routing is not None
+    info = await control.create_alias(
+        engine, name, alias, routing, _string(body, "description", required=False) or ""
+    )
+    return {"stateMachineAliasArn": info.arn, "creationDate": _epoch(info.created_at)}
+
+
+async def describe_alias(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    return _alias(await control.describe_alias(engine, *_alias_arn(body)))
+
+
+async def update_alias(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    name, alias = _alias_arn(body)
+    info = await control.update_alias(
+        engine,
+        name,
+        alias,
+        _routing(body, name, required=False),
+        _string(body, "description", required=False),
+    )
+    return {"updateDate": _epoch(info.updated_at)}
+
+
+async def delete_alias(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    await control.delete_alias(engine, *_alias_arn(body))
+    return {}
+
+
+async def list_aliases(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
+    arn = _string(body, "stateMachineArn")
+    assert arn is not None
+    aliases = await control.list_aliases(engine, control.name_from_arn(arn, "stateMachine"))
+    return {
+        "stateMachineAliases": [
+            {"stateMachineAliasArn": a.arn, "creationDate": _epoch(a.created_at)} for a in aliases
+        ]
+    }
 
 
 async def start_sync_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[str, JSON]:
@@ -508,6 +612,11 @@ ACTIONS: dict[str, Handler] = {
     "ListStateMachines": list_state_machines,
     "PublishStateMachineVersion": publish_version,
     "ListStateMachineVersions": list_versions,
+    "CreateStateMachineAlias": create_alias,
+    "DescribeStateMachineAlias": describe_alias,
+    "UpdateStateMachineAlias": update_alias,
+    "DeleteStateMachineAlias": delete_alias,
+    "ListStateMachineAliases": list_aliases,
     "ValidateStateMachineDefinition": validate_definition,
     "StartExecution": start_execution,
     "StartSyncExecution": start_sync_execution,

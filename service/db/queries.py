@@ -25,6 +25,7 @@ from service.db.tables import (
     InboxRow,
     OutboxRow,
     PayloadRow,
+    StateMachineAliasRow,
     StateMachineRow,
     StateMachineVersionRow,
     TimerRow,
@@ -41,6 +42,7 @@ outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 state_machines = StateMachineRow.__table__  # type: ignore[attr-defined]
 versions = StateMachineVersionRow.__table__  # type: ignore[attr-defined]
 activities = ActivityRow.__table__  # type: ignore[attr-defined]
+aliases = StateMachineAliasRow.__table__  # type: ignore[attr-defined]
 
 # Fields of event details and meta that hold state data (possibly large): stored by reference.
 _PAYLOAD_FIELDS = ("input", "output", "parameters")

@@ -198,3 +198,19 @@ class ApiKeyRow(SQLModel, table=True):
     revoked_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
+
+
+class StateMachineAliasRow(SQLModel, table=True):
+    """An alias: a name that routes executions to one or two versions by weight."""
+
+    __tablename__ = "state_machine_aliases"
+    __table_args__ = (sa.UniqueConstraint("state_machine_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    state_machine_id: int = Field(foreign_key="state_machines.id", index=True)
+    name: str = Field(max_length=80)
+    description: str = Field(default="", max_length=256)
+    # JSON: [{"version": N, "weight": W}, ...], one or two entries, weights summing to 100.
+    routing: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(sa_column=_now_column())
+    updated_at: datetime = Field(sa_column=_now_column())

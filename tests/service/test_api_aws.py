@@ -1105,3 +1105,83 @@ def test_versions_are_immutable_and_can_be_started_by_arn(api_server: Server, sf
     assert json.loads(wait_status(api_server, sfn, new, "SUCCEEDED")["output"]) == "two"
     with pytest.raises(sfn.exceptions.ResourceNotFound):
         sfn.describe_state_machine(stateMachineArn=f"{arn}:99")
+
+
+def test_aliases_route_executions_to_versions_by_weight(api_server: Server, sfn: Any) -> None:
+    first = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": "one", "End": True}}}
+    second = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": "two", "End": True}}}
+    arn = create(sfn, first, "aliased")
+    v1 = sfn.publish_state_machine_version(stateMachineArn=arn)["stateMachineVersionArn"]
+    sfn.update_state_machine(stateMachineArn=arn, definition=json.dumps(second))
+    v2 = sfn.publish_state_machine_version(stateMachineArn=arn)["stateMachineVersionArn"]
+
+    prod = sfn.create_state_machine_alias(
+        name="prod",
+        description="live traffic",
+        routingConfiguration=[{"stateMachineVersionArn": v1, "weight": 100}],
+    )["stateMachineAliasArn"]
+    assert prod == f"{arn}:prod"
+    described = sfn.describe_state_machine_alias(stateMachineAliasArn=prod)
+    assert described["name"] == "prod" and described["description"] == "live traffic"
+    assert described["routingConfiguration"] == [{"stateMachineVersionArn": v1, "weight": 100}]
+    # The same alias again is the same alias; another routing under its name is a conflict.
+    again = sfn.create_state_machine_alias(
+        name="prod",
+        description="live traffic",
+        routingConfiguration=[{"stateMachineVersionArn": v1, "weight": 100}],
+    )
+    assert again["stateMachineAliasArn"] == prod
+    with pytest.raises(ClientError) as conflict:
+        sfn.create_state_machine_alias(
+            name="prod", routingConfiguration=[{"stateMachineVersionArn": v2, "weight": 100}]
+        )
+    assert error_code(conflict) == "ConflictException"
+
+    def output_of(alias_arn: str) -> str:
+        run = sfn.start_execution(stateMachineArn=alias_arn, input="{}")["executionArn"]
+        done = wait_status(api_server, sfn, run, "SUCCEEDED")
+        out: str = json.loads(done["output"])
+        return out
+
+    assert output_of(prod) == "one"
+    # Shift all traffic to version 2, then split it: both versions get executions.
+    sfn.update_state_machine_alias(
+        stateMachineAliasArn=prod,
+        routingConfiguration=[{"stateMachineVersionArn": v2, "weight": 100}],
+    )
+    assert output_of(prod) == "two"
+    sfn.update_state_machine_alias(
+        stateMachineAliasArn=prod,
+        routingConfiguration=[
+            {"stateMachineVersionArn": v1, "weight": 50},
+            {"stateMachineVersionArn": v2, "weight": 50},
+        ],
+    )
+    seen = {output_of(prod) for _ in range(24)}  # both, but for 2 x 0.5^24
+    assert seen == {"one", "two"}
+
+    listed = sfn.list_state_machine_aliases(stateMachineArn=arn)["stateMachineAliases"]
+    assert [a["stateMachineAliasArn"] for a in listed] == [prod]
+    for bad_routing, code in (
+        ([{"stateMachineVersionArn": v1, "weight": 60}], "ValidationException"),
+        ([{"stateMachineVersionArn": f"{arn}:99", "weight": 100}], "ResourceNotFound"),
+        (
+            [
+                {"stateMachineVersionArn": v1, "weight": 50},
+                {"stateMachineVersionArn": v1, "weight": 50},
+            ],
+            "ValidationException",
+        ),
+    ):
+        with pytest.raises(ClientError) as refused:
+            sfn.update_state_machine_alias(
+                stateMachineAliasArn=prod, routingConfiguration=bad_routing
+            )
+        assert error_code(refused) == code, bad_routing
+    sfn.delete_state_machine_alias(stateMachineAliasArn=prod)
+    with pytest.raises(ClientError) as gone:
+        sfn.describe_state_machine_alias(stateMachineAliasArn=prod)
+    assert error_code(gone) == "ResourceNotFound"
+    with pytest.raises(ClientError) as no_start:
+        sfn.start_execution(stateMachineArn=prod, input="{}")
+    assert error_code(no_start) == "ResourceNotFound"
