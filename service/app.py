@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 lanes=settings.workers,
                 poll_seconds=1.0,
                 mock_config=settings.mock_config,
+                express_retention_seconds=settings.express_retention_seconds,
             )
             workers.append(worker)
             tasks.append(asyncio.create_task(worker.run()))

@@ -170,7 +170,14 @@ def command_worker(args: argparse.Namespace) -> int:
     normalize_url(url)
     if args.lanes < 1:
         raise UsageError("--lanes must be at least 1")
-    worker_main(url, lanes=args.lanes, mock_config=_mock_config(args))
+    from service.settings import Settings
+
+    worker_main(
+        url,
+        lanes=args.lanes,
+        mock_config=_mock_config(args),
+        express_retention_seconds=Settings().express_retention_seconds,
+    )
     return EXIT_SUCCEEDED
 
 

@@ -28,3 +28,5 @@ class Settings(BaseSettings):
     auth: bool = True
     # Seals the secrets the database keeps (service/sealing.py); required when auth is on.
     secret_key: str | None = None
+    # Closed EXPRESS executions (and their histories) are forgotten after this long.
+    express_retention_seconds: float = 3600.0

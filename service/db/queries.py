@@ -787,3 +787,35 @@ async def cancel_tasks(conn: AsyncConnection, execution_id: str, task_ids: Itera
             .where(outbox.c.execution_id == execution_id, outbox.c.task_id.in_(ids))
             .values(status="CANCELLED")
         )
+
+
+# ---------------------------------------------------------------------------- retention
+
+
+async def purge_closed(
+    conn: AsyncConnection, *, kind: str, before: datetime, limit: int = 500
+) -> int:
+    """Delete up to ``limit`` closed executions of ``kind`` state machines (EXPRESS: their
+    histories are kept for a while only) that ended before ``before``, with their events,
+    inbox, timers and outbox rows. Returns how many went; run it until it returns 0."""
+    ids = (
+        (
+            await conn.execute(
+                sa.select(executions.c.id)
+                .join(state_machines, state_machines.c.id == executions.c.state_machine_id)
+                .where(
+                    state_machines.c.type == kind,
+                    executions.c.status != "RUNNING",
+                    executions.c.stopped_at < before,
+                )
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if ids:
+        for table in (events, inbox, timers, outbox):
+            await conn.execute(table.delete().where(table.c.execution_id.in_(ids)))
+        await conn.execute(executions.delete().where(executions.c.id.in_(ids)))
+    return len(ids)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,6 +36,7 @@ class Worker:
         poll_seconds: float = 1.0,
         engine: AsyncEngine | None = None,
         mock_config: str | None = None,
+        express_retention_seconds: float = 3600.0,
     ) -> None:
         self.url = normalize_url(database_url)
         self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
@@ -44,6 +45,7 @@ class Worker:
         self.lanes = lanes if is_postgres(self.url) else 1
         self.poll_seconds = poll_seconds
         self.mock_runner = MockRunner(self.engine, mock_config) if mock_config else None
+        self.express_retention = timedelta(seconds=express_retention_seconds)
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
@@ -62,6 +64,7 @@ class Worker:
             lanes = [self._lane(i) for i in range(self.lanes)]
             if self.mock_runner is not None:
                 lanes.append(self._mock_lane())
+            lanes.append(self._retention_lane())
             await asyncio.gather(*lanes)
         finally:
             if listener is not None:
@@ -114,6 +117,23 @@ class Worker:
                 # SQLite has no NOTIFY: poll briefly (mocks are a testing aid).
                 await self._sleep(wake, 0.05 if not is_postgres(self.url) else self.poll_seconds)
 
+    async def _retention_lane(self) -> None:
+        """Forget closed EXPRESS executions once they are older than the retention (AWS keeps
+        no Express history at all; here they stay describable for a while). Every worker
+        sweeps; the deletes are idempotent and in small batches."""
+        pause = min(60.0, max(self.express_retention.total_seconds() / 2, 0.05))
+        while not self.stopping.is_set():
+            try:
+                async with self.engine.begin() as conn:
+                    before = await queries.now(conn) - self.express_retention
+                    purged = await queries.purge_closed(conn, kind="EXPRESS", before=before)
+                if purged:
+                    log.info("forgot %d EXPRESS execution(s) past their retention", purged)
+                    continue
+            except Exception as exc:
+                log.warning("retention sweep: %s", exc)
+            await self._sleep(self.stopping, pause)
+
     def _wake_all(self) -> None:
         for wake in self._lane_wakes:
             wake.set()
@@ -165,12 +185,22 @@ class Worker:
                 await asyncio.sleep(1.0)
 
 
-def main(database_url: str | None, lanes: int = 2, mock_config: str | None = None) -> None:
+def main(
+    database_url: str | None,
+    lanes: int = 2,
+    mock_config: str | None = None,
+    express_retention_seconds: float = 3600.0,
+) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        worker = Worker(database_url, lanes=lanes, mock_config=mock_config)
+        worker = Worker(
+            database_url,
+            lanes=lanes,
+            mock_config=mock_config,
+            express_retention_seconds=express_retention_seconds,
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)

@@ -424,3 +424,46 @@ def test_timers_due_together_fire_in_creation_order_like_run_local(database_url:
         await engine.dispose()
 
     _run(scenario)
+
+
+def test_closed_express_executions_are_forgotten_after_the_retention(database_url: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        short = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+        await control.create_state_machine(engine, "fast", short, kind="EXPRESS")
+        await control.create_state_machine(engine, "kept", short)
+        worker = Worker(database_url, lanes=1, poll_seconds=0.05, express_retention_seconds=1.0)
+        task = asyncio.create_task(worker.run())
+        try:
+            express = (await control.start_execution(engine, "fast", {"n": 1})).id
+            standard = (await control.start_execution(engine, "kept", {"n": 2})).id
+            done = await _wait_done(engine, [express, standard], time.monotonic() + 10)
+            assert [s.status for s in done] == ["SUCCEEDED", "SUCCEEDED"]
+            # Still there just after it closed, gone after the retention.
+            assert len(await control.history(engine, express)) > 0
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await control.describe_execution(engine, express)
+                except control.ExecutionDoesNotExist:
+                    break
+                assert time.monotonic() < deadline, "the EXPRESS execution was not forgotten"
+                await asyncio.sleep(0.1)
+            # A STANDARD execution closed at the same time stays, with its history.
+            assert (await control.describe_execution(engine, standard)).status == "SUCCEEDED"
+            assert len(await control.history(engine, standard)) == 4  # started, P, P, succeeded
+            async with engine.connect() as conn:
+                left = (
+                    await conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(queries.events)
+                        .where(queries.events.c.execution_id == express)
+                    )
+                ).scalar_one()
+            assert left == 0
+        finally:
+            worker.stop()
+            await task
+            await engine.dispose()
+
+    _run(scenario)
