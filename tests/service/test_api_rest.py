@@ -455,3 +455,22 @@ def test_delete_state_machine(api: httpx.Client) -> None:
     assert machine not in [m["name"] for m in api.get("/state-machines").json()]
     again = api.delete(f"/state-machines/{machine}")
     assert again.status_code == 202 and again.json() == {"status": "DELETED"}
+
+
+def test_oversized_bodies_are_refused_with_413(api: httpx.Client) -> None:
+    big = b'{"name": "big", "definition": "' + b"x" * 2_000_000 + b'"}'
+    declared = api.post(
+        "/state-machines", content=big, headers={"content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+    assert declared.json()["code"] == "RequestTooLarge"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b"x" * 65536
+
+    streamed = api.post(
+        "/state-machines", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert streamed.json()["code"] == "RequestTooLarge"
