@@ -134,6 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 poll_seconds=1.0,
                 mock_config=settings.mock_config,
                 express_retention_seconds=settings.express_retention_seconds,
+                http_allow=settings.http_allow,
+                http_concurrency=settings.http_concurrency,
+                http_timeout_seconds=settings.http_timeout_seconds,
             )
             workers.append(worker)
             tasks.append(asyncio.create_task(worker.run()))

@@ -172,11 +172,15 @@ def command_worker(args: argparse.Namespace) -> int:
         raise UsageError("--lanes must be at least 1")
     from service.settings import Settings
 
+    settings = Settings()
     worker_main(
         url,
         lanes=args.lanes,
         mock_config=_mock_config(args),
-        express_retention_seconds=Settings().express_retention_seconds,
+        express_retention_seconds=settings.express_retention_seconds,
+        http_allow=settings.http_allow,
+        http_concurrency=settings.http_concurrency,
+        http_timeout_seconds=settings.http_timeout_seconds,
     )
     return EXIT_SUCCEEDED
 
@@ -206,6 +210,8 @@ def command_serve(args: argparse.Namespace) -> int:
         workers=workers,
         mock_config=_mock_config(args) if workers else None,
         auth=auth,
+        # The dev server's own demo endpoints and local services: loopback is allowed.
+        http_allow=_dev_http_allow() if dev else Settings().http_allow,
     )
     try:
         app = create_app(settings)  # a missing server key is reported here, before listening
@@ -235,6 +241,13 @@ def command_serve(args: argparse.Namespace) -> int:
         http="httptools",
     )
     return EXIT_SUCCEEDED
+
+
+def _dev_http_allow() -> str:
+    from service.settings import Settings
+
+    given = Settings().http_allow
+    return ",".join(x for x in ("127.0.0.0/8", "::1", "localhost", given) if x)
 
 
 def _load_samples(url: str | None) -> None:

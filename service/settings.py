@@ -30,3 +30,8 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     # Closed EXPRESS executions (and their histories) are forgotten after this long.
     express_retention_seconds: float = 3600.0
+    # HTTP tasks: hosts and CIDRs (comma-separated) that may be reached although loopback or
+    # private (link-local and metadata addresses are refused unless listed here too).
+    http_allow: str = ""
+    http_concurrency: int = 32  # HTTP requests in flight per worker process
+    http_timeout_seconds: float = 60.0  # per request (AWS: about 60 s, then States.Http.Socket)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
+import socket
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
+from service.runners.http import HttpRunner, Outbound
 from service.runners.mock import MockRunner
 from service.worker.decider import Decider
 
@@ -37,6 +41,9 @@ class Worker:
         engine: AsyncEngine | None = None,
         mock_config: str | None = None,
         express_retention_seconds: float = 3600.0,
+        http_allow: str = "",
+        http_concurrency: int = 32,
+        http_timeout_seconds: float = 60.0,
     ) -> None:
         self.url = normalize_url(database_url)
         self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
@@ -46,6 +53,16 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.mock_runner = MockRunner(self.engine, mock_config) if mock_config else None
         self.express_retention = timedelta(seconds=express_retention_seconds)
+        self.http_runner = HttpRunner(
+            self.engine,
+            Outbound.parse(http_allow.split(",")),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            concurrency=http_concurrency,
+            timeout=http_timeout_seconds,
+            # Held past any request's timeout: a lease that runs out means its worker died.
+            lease=http_timeout_seconds + 5.0,
+        )
+        self._http_wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
@@ -65,6 +82,7 @@ class Worker:
             if self.mock_runner is not None:
                 lanes.append(self._mock_lane())
             lanes.append(self._retention_lane())
+            lanes.append(self._http_lane())
             await asyncio.gather(*lanes)
         finally:
             if listener is not None:
@@ -117,6 +135,22 @@ class Worker:
                 # SQLite has no NOTIFY: poll briefly (mocks are a testing aid).
                 await self._sleep(wake, 0.05 if not is_postgres(self.url) else self.poll_seconds)
 
+    async def _http_lane(self) -> None:
+        """Start HTTP tasks as they come (bounded by the runner's concurrency); on stop, let
+        the requests in flight finish and record their results."""
+        wake = self._http_wake
+        while not self.stopping.is_set():
+            wake.clear()
+            try:
+                started = await self.http_runner.run_some()
+            except Exception as exc:  # the database is away: try again later
+                log.warning("http runner: %s", exc)
+                started = 0
+            if not started:
+                # SQLite has no NOTIFY: poll briefly there.
+                await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
+        await self.http_runner.close()
+
     async def _retention_lane(self) -> None:
         """Forget closed EXPRESS executions once they are older than the retention (AWS keeps
         no Express history at all; here they stay describable for a while). Every worker
@@ -137,6 +171,7 @@ class Worker:
     def _wake_all(self) -> None:
         for wake in self._lane_wakes:
             wake.set()
+        self._http_wake.set()
 
     def _notified(self) -> None:
         """Something became due: wake one sleeping decision lane (it takes a batch of what is
@@ -144,6 +179,7 @@ class Worker:
         when none sleeps, flag every lane so that none goes to sleep without looking again."""
         if self._mock_wake is not None:
             self._mock_wake.set()
+        self._http_wake.set()
         if self._idle:
             self._idle[-1].set()
         else:
@@ -190,6 +226,9 @@ def main(
     lanes: int = 2,
     mock_config: str | None = None,
     express_retention_seconds: float = 3600.0,
+    http_allow: str = "",
+    http_concurrency: int = 32,
+    http_timeout_seconds: float = 60.0,
 ) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -200,6 +239,9 @@ def main(
             lanes=lanes,
             mock_config=mock_config,
             express_retention_seconds=express_retention_seconds,
+            http_allow=http_allow,
+            http_concurrency=http_concurrency,
+            http_timeout_seconds=http_timeout_seconds,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

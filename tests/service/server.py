@@ -109,6 +109,9 @@ def _child_env() -> dict[str, str]:
     # GetActivityTask's long poll: short, so a test of an empty activity takes a second.
     env["STATEWRIGHT_ACTIVITY_POLL_SECONDS"] = "1"
     env["STATEWRIGHT_SECRET_KEY"] = SERVER_KEY
+    # HTTP tasks of the tests call servers the tests start on loopback; short timeouts.
+    env["STATEWRIGHT_HTTP_ALLOW"] = "127.0.0.1"
+    env["STATEWRIGHT_HTTP_TIMEOUT_SECONDS"] = "1.5"
     return env
 
 

@@ -1,0 +1,508 @@
+"""HTTP tasks: ``"Resource": "arn:aws:states:::http:invoke"`` (and ``.waitForTaskToken``).
+
+The runner takes pending http:invoke tasks from the outbox with a lease (the row is marked
+RUNNING, claimed by this worker until ``claim_expires_at``), records TaskStarted, sends the
+request outside any transaction, then records the result in one transaction, only if the row
+is still its own and RUNNING (a task that timed out, or whose execution stopped, meanwhile
+keeps its ending). A worker that dies mid-request leaves the lease to expire; another worker
+then sends the request again with the same ``Idempotency-Key`` header (the execution ARN and
+the TaskScheduled event id), so the receiving service can de-duplicate: HTTP side effects are
+at least once, the task's result is recorded once.
+
+Parameters are AWS's: ApiEndpoint, Method, Headers, QueryParameters, RequestBody, Transform
+(RequestBodyEncoding NONE or URL_ENCODED with RequestEncodingOptions.ArrayFormat INDICES,
+REPEAT, COMMAS or BRACKETS). The output is ``{"Headers": {name: [values]}, "ResponseBody":
+parsed JSON or text, "StatusCode": n, "StatusText": "..."}``. Errors:
+
+* a non-2xx status: ``States.Http.StatusCode.<code>`` (the cause is the output above, as JSON);
+* no answer within the timeout: ``States.Http.Socket`` (AWS's name for it);
+* the connection refused or reset: ``States.Http.Connection``; the name not resolved:
+  ``States.Http.NameResolution``; a TLS failure: ``States.Http.TLS``;
+* a destination the outbound rules refuse: ``States.Http.DestinationNotAllowed``;
+* a binary or oversized response: ``States.Http.UnsupportedResponse`` / ``States.DataLimitExceeded``;
+* Parameters that do not make a request: ``States.Runtime``.
+
+Outbound rules (server-side request forgery): the host is resolved once, every address is
+checked, and the request goes to the checked address (the Host header and TLS server name
+stay the host's), so a second DNS answer cannot slip past the check. Link-local and cloud
+metadata addresses are always refused unless listed; loopback and private ranges need the
+allow-list (``STATEWRIGHT_HTTP_ALLOW``: hosts and CIDRs; ``statewright dev`` allows loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import queries
+from statemachine.payload import payload_size
+
+log = logging.getLogger("statewright.http")
+JSON = Any
+RESOURCE = "arn:aws:states:::http:invoke"
+RESOURCES = (RESOURCE, RESOURCE + ".waitForTaskToken")
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
+MAX_RESPONSE_BYTES = 256 * 1024
+# Headers a task may not set (AWS's list): the transport, the service or the connection owns them.
+FORBIDDEN_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "A-IM Accept-Charset Accept-Datetime Accept-Encoding Authorization Cache-Control "
+        "Connection Content-Encoding Content-Length Content-MD5 Date Expect Forwarded From "
+        "Host HTTP2-Settings Max-Forwards Origin Pragma Proxy-Authorization Referer Server TE "
+        "Trailer Transfer-Encoding Upgrade Via Warning Idempotency-Key"
+    ).split()
+)
+FORBIDDEN_PREFIXES = ("if-", "x-forwarded-", "x-amz-", "x-amzn-")
+BINARY_TYPES = ("image/", "audio/", "video/", "application/octet-stream")
+ALWAYS_REFUSED = (
+    ipaddress.ip_network("169.254.0.0/16"),  # link-local, the cloud metadata service
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+    ipaddress.ip_network("0.0.0.0/8"),
+)
+
+
+class TaskFailure(Exception):
+    """The task fails with ``error`` and ``cause``."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+
+# ---------------------------------------------------------------------------- the request
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request built from a task's Parameters."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    params: list[tuple[str, str]]
+    content: bytes | None
+
+
+def build_request(parameters: JSON) -> Request:
+    """The request a task's Parameters describe; TaskFailure(States.Runtime) if they don't."""
+    if not isinstance(parameters, dict):
+        raise _invalid("Parameters must be an object with ApiEndpoint and Method")
+    endpoint = parameters.get("ApiEndpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise _invalid("ApiEndpoint must be a URL (https://host/path)")
+    url = urllib.parse.urlsplit(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise _invalid(f"ApiEndpoint must be an http or https URL, not {endpoint!r}")
+    method = parameters.get("Method")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise _invalid(f"Method must be one of {', '.join(METHODS)}, not {method!r}")
+    headers: list[tuple[str, str]] = []
+    given = parameters.get("Headers") or {}
+    if not isinstance(given, dict):
+        raise _invalid("Headers must be an object of strings")
+    for name, value in given.items():
+        lowered = name.lower()
+        if lowered in FORBIDDEN_HEADERS or lowered.startswith(FORBIDDEN_PREFIXES):
+            raise _invalid(f"the header {name!r} cannot be set by a task")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise _invalid(f"the header {name!r} must be a string")
+        headers.append((name, str(value)))
+    params = _query(parameters.get("QueryParameters"))
+    content: bytes | None = None
+    if "RequestBody" in parameters:
+        body = parameters["RequestBody"]
+        transform = parameters.get("Transform") or {}
+        if not isinstance(transform, dict):
+            raise _invalid("Transform must be an object")
+        encoding = transform.get("RequestBodyEncoding", "NONE")
+        if encoding == "URL_ENCODED":
+            if not isinstance(body, dict):
+                raise _invalid("a URL_ENCODED RequestBody must be an object")
+            options = transform.get("RequestEncodingOptions") or {}
+            array_format = (
+                options.get("ArrayFormat", "INDICES") if isinstance(options, dict) else None
+            )
+            content = _form(body, array_format).encode()
+            _default(headers, "Content-Type", "application/x-www-form-urlencoded")
+        elif encoding == "NONE":
+            if isinstance(body, str):
+                content = body.encode()
+                _default(headers, "Content-Type", "text/plain; charset=UTF-8")
+            else:
+                content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+                _default(headers, "Content-Type", "application/json; charset=UTF-8")
+        else:
+            raise _invalid(f"RequestBodyEncoding must be NONE or URL_ENCODED, not {encoding!r}")
+    return Request(method.upper(), endpoint, headers, params, content)
+
+
+def _invalid(message: str) -> TaskFailure:
+    return TaskFailure("States.Runtime", f"The HTTP task's Parameters are not valid: {message}")
+
+
+def _default(headers: list[tuple[str, str]], name: str, value: str) -> None:
+    if not any(n.lower() == name.lower() for n, _ in headers):
+        headers.append((name, value))
+
+
+def _scalar(value: JSON) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _query(given: JSON) -> list[tuple[str, str]]:
+    if given is None:
+        return []
+    if not isinstance(given, dict):
+        raise _invalid("QueryParameters must be an object")
+    out = []
+    for name, value in given.items():
+        for item in value if isinstance(value, list) else [value]:
+            out.append((name, _scalar(item)))
+    return out
+
+
+def _form(body: dict[str, JSON], array_format: JSON) -> str:
+    pairs: list[tuple[str, str]] = []
+    for name, value in body.items():
+        if not isinstance(value, list):
+            pairs.append((name, _scalar(value)))
+        elif array_format == "INDICES":
+            pairs.extend((f"{name}[{i}]", _scalar(v)) for i, v in enumerate(value))
+        elif array_format == "REPEAT":
+            pairs.extend((name, _scalar(v)) for v in value)
+        elif array_format == "COMMAS":
+            pairs.append((name, ",".join(_scalar(v) for v in value)))
+        elif array_format == "BRACKETS":
+            pairs.extend((f"{name}[]", _scalar(v)) for v in value)
+        else:
+            raise _invalid(
+                f"ArrayFormat must be INDICES, REPEAT, COMMAS or BRACKETS, not {array_format!r}"
+            )
+    return urllib.parse.urlencode(pairs)
+
+
+# ---------------------------------------------------------------------------- outbound rules
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """Which destinations HTTP tasks may reach."""
+
+    allowed_hosts: frozenset[str] = frozenset()
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> Outbound:
+        """From ``STATEWRIGHT_HTTP_ALLOW``'s entries: host names and addresses or CIDRs."""
+        hosts: set[str] = set()
+        networks = []
+        for entry in entries:
+            entry = entry.strip()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(frozenset(hosts), tuple(networks))
+
+    def check(self, host: str, address: str) -> None:
+        """Raise TaskFailure unless ``address`` (``host`` resolved) may be reached."""
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        listed = host.lower().rstrip(".") in self.allowed_hosts or any(
+            ip in network for network in self.allowed_networks
+        )
+        if listed:
+            return
+        if any(ip in network for network in ALWAYS_REFUSED) or ip.is_multicast:
+            reason = "link-local and cloud metadata addresses are refused"
+        elif ip.is_loopback or ip.is_private or ip.is_unspecified or ip.is_reserved:
+            reason = "loopback and private addresses need STATEWRIGHT_HTTP_ALLOW"
+        else:
+            return
+        raise TaskFailure(
+            "States.Http.DestinationNotAllowed",
+            f"{host} resolves to {address}: {reason} (list the host or its network in "
+            "STATEWRIGHT_HTTP_ALLOW to allow it)",
+        )
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host`` (an address stands for itself)."""
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise TaskFailure(
+            "States.Http.NameResolution", f"cannot resolve {host}: {exc.strerror}"
+        ) from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# ---------------------------------------------------------------------------- sending
+
+
+async def invoke(
+    client: httpx.AsyncClient,
+    parameters: JSON,
+    idempotency_key: str,
+    outbound: Outbound,
+    timeout: float,
+) -> JSON:
+    """Send the request; return the task output or raise TaskFailure."""
+    request = build_request(parameters)
+    url = urllib.parse.urlsplit(request.url)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    addresses = await resolve(host, port)
+    for address in addresses:
+        outbound.check(host, address)
+    # Connect to the address that was checked; Host and the TLS server name stay the host's.
+    target = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+    netloc = f"{target}:{url.port}" if url.port else target
+    pinned = urllib.parse.urlunsplit((url.scheme, netloc, url.path, url.query, url.fragment))
+    headers = [
+        *request.headers,
+        ("Host", url.netloc.rpartition("@")[2]),
+        ("Idempotency-Key", idempotency_key),
+        ("User-Agent", "Statewright|HttpInvoke"),
+    ]
+    try:
+        response = await client.request(
+            request.method,
+            pinned,
+            headers=headers,
+            params=httpx.QueryParams(tuple(request.params)),
+            content=request.content,
+            timeout=timeout,
+            extensions={"sni_hostname": host} if url.scheme == "https" else None,
+        )
+    except httpx.TimeoutException:
+        raise TaskFailure(
+            "States.Http.Socket", f"{request.method} {request.url}: no answer within {timeout:g} s"
+        ) from None
+    except httpx.ConnectError as exc:
+        if (
+            isinstance(exc.__cause__, ssl.SSLError)
+            or "SSL" in str(exc)
+            or "certificate" in str(exc)
+        ):
+            raise TaskFailure("States.Http.TLS", f"{request.url}: {exc}") from None
+        raise TaskFailure("States.Http.Connection", f"{request.url}: {exc}") from None
+    except httpx.TransportError as exc:
+        raise TaskFailure(
+            "States.Http.Connection", f"{request.url}: {type(exc).__name__}: {exc}"
+        ) from None
+    output = _output(response)
+    if not 200 <= response.status_code < 300:
+        cause = json.dumps(output, ensure_ascii=False)
+        raise TaskFailure(f"States.Http.StatusCode.{response.status_code}", cause[:32768])
+    return output
+
+
+def _output(response: httpx.Response) -> JSON:
+    kind = response.headers.get("content-type", "").lower()
+    if kind.startswith(BINARY_TYPES):
+        raise TaskFailure(
+            "States.Http.UnsupportedResponse",
+            f"the response is {kind}: HTTP tasks take text and JSON responses only",
+        )
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        raise TaskFailure(
+            "States.DataLimitExceeded",
+            f"the response body is {len(response.content)} bytes; the limit is "
+            f"{MAX_RESPONSE_BYTES}",
+        )
+    text = response.text
+    body: JSON = text
+    if text and ("json" in kind or text.lstrip()[:1] in ("{", "[")):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+    headers: dict[str, list[str]] = {}
+    for name, value in response.headers.multi_items():
+        headers.setdefault(name.lower(), []).append(value)
+    output = {
+        "Headers": headers,
+        "ResponseBody": body,
+        "StatusCode": response.status_code,
+        "StatusText": response.reason_phrase,
+    }
+    payload_size(output)  # the output must be storable JSON
+    return output
+
+
+# ---------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class HttpRunner:
+    """Runs http:invoke tasks of this worker, ``concurrency`` at a time."""
+
+    engine: AsyncEngine
+    outbound: Outbound
+    worker_id: str
+    concurrency: int = 32
+    timeout: float = 60.0
+    lease: float = 90.0  # longer than any request: an expired lease means a dead worker
+    client: httpx.AsyncClient | None = None
+    _running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run_some(self) -> int:
+        """Start up to the free capacity of pending tasks; how many started."""
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        claimed = await self._claim(free)
+        for row in claimed:
+            task = asyncio.create_task(self._run(*row))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(claimed)
+
+    async def close(self) -> None:
+        """Let the requests in flight finish (their results are recorded), then close."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def _claim(self, limit: int) -> Sequence[tuple[int, str, int, str, str, str]]:
+        o, e = queries.outbox, queries.executions
+        async with self.engine.begin() as conn:
+            at = await queries.now(conn)
+            due = sa.or_(
+                o.c.status == "PENDING",
+                sa.and_(o.c.status == "RUNNING", o.c.claim_expires_at < at),
+            )
+            query = (
+                sa.select(
+                    o.c.id,
+                    o.c.execution_id,
+                    o.c.task_id,
+                    o.c.resource,
+                    o.c.parameters_ref,
+                    o.c.idempotency_key,
+                    o.c.status,
+                )
+                .join(e, e.c.id == o.c.execution_id)
+                # Executions run with a mock config test case get their answers from it.
+                .where(o.c.resource.in_(RESOURCES), due, e.c.test_case.is_(None))
+                .order_by(o.c.id)
+                .limit(limit)
+            )
+            if queries.is_postgres(conn):
+                query = query.with_for_update(of=o, skip_locked=True)
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return []
+            await conn.execute(
+                o.update()
+                .where(o.c.id.in_([row[0] for row in rows]))
+                .values(
+                    status="RUNNING",
+                    claimed_by=self.worker_id,
+                    claim_expires_at=at + timedelta(seconds=self.lease),
+                )
+            )
+            for row in rows:
+                if row[6] == "PENDING":  # a re-run after a lost lease started already
+                    await queries.enqueue(conn, row[1], "task_started", {"task_id": row[2]}, at)
+        return [tuple(row[:6]) for row in rows]
+
+    async def _run(
+        self,
+        outbox_id: int,
+        execution_id: str,
+        task_id: int,
+        resource: str,
+        parameters_ref: str,
+        idempotency_key: str,
+    ) -> None:
+        if self.client is None:
+            self.client = httpx.AsyncClient(follow_redirects=False)
+        try:
+            async with self.engine.connect() as conn:
+                parameters = (await queries.load_payloads(conn, [parameters_ref]))[parameters_ref]
+            output = await invoke(
+                self.client, parameters, idempotency_key, self.outbound, self.timeout
+            )
+            answers: list[tuple[str, dict[str, JSON]]] = []
+            if resource.endswith(".waitForTaskToken"):
+                answers.append(("task_submitted", {"task_id": task_id, "output": output}))
+            else:
+                answers.append(("task_succeeded", {"task_id": task_id, "output": output}))
+        except TaskFailure as failure:
+            answers = [
+                (
+                    "task_failed",
+                    {"task_id": task_id, "error": failure.error, "cause": failure.cause},
+                )
+            ]
+        except Exception as exc:  # a bug, or the database: the lease expires and it runs again
+            log.exception("http task %s: %s", idempotency_key, exc)
+            return
+        await self._record(outbox_id, execution_id, resource, answers)
+
+    async def _record(
+        self,
+        outbox_id: int,
+        execution_id: str,
+        resource: str,
+        answers: list[tuple[str, dict[str, JSON]]],
+    ) -> None:
+        o = queries.outbox
+        waiting = resource.endswith(".waitForTaskToken") and answers[0][0] == "task_submitted"
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    at = await queries.now(conn)
+                    # Still ours and still wanted? (Timed out, stopped or re-claimed: drop it.)
+                    owned = await conn.execute(
+                        o.update()
+                        .where(
+                            o.c.id == outbox_id,
+                            o.c.status == "RUNNING",
+                            o.c.claimed_by == self.worker_id,
+                        )
+                        .values(
+                            # A callback task waits on: its row stays open (RUNNING, claimed
+                            # by nobody) until the callback or a timeout closes it.
+                            status="RUNNING" if waiting else "DONE",
+                            claimed_by=None,
+                            claim_expires_at=None,
+                        )
+                    )
+                    if owned.rowcount != 1:
+                        return
+                    for kind, body in answers:
+                        await queries.enqueue(conn, execution_id, kind, body, at)
+                return
+            except Exception as exc:
+                log.warning("http task result not recorded yet (%s); retrying", exc)
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
