@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from service import control
-from service.api import aws, rest
+from service.api import aws, demo, rest
 from service.auth import Authenticator, AuthError
 from service.db.engine import create_engine
 from service.sealing import Sealer
@@ -158,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_REST_BODY_BYTES)
     app.include_router(rest.router)
     app.include_router(rest.callbacks)
+    if settings.demo:
+        app.include_router(demo.router)
 
     @app.post("/", include_in_schema=False)
     async def aws_api(request: Request) -> Response:

@@ -212,6 +212,7 @@ def command_serve(args: argparse.Namespace) -> int:
         auth=auth,
         # The dev server's own demo endpoints and local services: loopback is allowed.
         http_allow=_dev_http_allow() if dev else Settings().http_allow,
+        demo=dev,
     )
     try:
         app = create_app(settings)  # a missing server key is reported here, before listening

@@ -35,3 +35,5 @@ class Settings(BaseSettings):
     http_allow: str = ""
     http_concurrency: int = 32  # HTTP requests in flight per worker process
     http_timeout_seconds: float = 60.0  # per request (AWS: about 60 s, then States.Http.Socket)
+    # The /demo endpoints the sample workflows call (statewright dev turns them on).
+    demo: bool = False

@@ -1,0 +1,134 @@
+"""Every sample workflow in definitions/ runs in a real `statewright dev` (which loads them and
+serves the /demo endpoints they call) with its example input from definitions/examples/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.service.server import ROOT, free_port
+
+DEFINITIONS = ROOT / "definitions"
+SAMPLES = sorted(p.stem for p in DEFINITIONS.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("dev")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
+    log = (folder / "dev.log").open("wb")
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "service.cli", "dev", "--port", str(port)),
+            *("--database-url", f"sqlite:///{folder / 'dev.db'}"),
+        ],
+        cwd=ROOT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, (folder / "dev.log").read_text()
+        assert time.monotonic() < deadline, (folder / "dev.log").read_text()
+        time.sleep(0.1)
+    yield base
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def _input(name: str, base: str, **changes: Any) -> Any:
+    data = json.loads((DEFINITIONS / "examples" / f"{name}.input.json").read_text())
+    if "api" in data:
+        data["api"] = base
+    data.update(changes)
+    return data
+
+
+def _run(base: str, name: str, data: Any, timeout: float = 30) -> dict[str, Any]:
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
+        started = client.post(f"/state-machines/{name}/executions", json={"input": data})
+        assert started.status_code == 201, started.text
+        execution = started.json()["id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            described: dict[str, Any] = client.get(f"/executions/{execution}").json()
+            if described["status"] != "RUNNING":
+                return described
+            assert time.monotonic() < deadline, described
+            time.sleep(0.1)
+
+
+def test_every_sample_has_a_description_and_an_example_input() -> None:
+    assert len(SAMPLES) >= 5
+    for name in SAMPLES:
+        definition = json.loads((DEFINITIONS / f"{name}.json").read_text())
+        assert definition.get("Comment"), f"{name} has no one-line description"
+        assert (DEFINITIONS / "examples" / f"{name}.input.json").exists(), name
+
+
+def test_dev_loads_every_sample(dev: str) -> None:
+    listed = {m["name"] for m in httpx.get(f"{dev}/api/v1/state-machines").json()}
+    assert set(SAMPLES) <= listed
+
+
+def test_hello_world(dev: str) -> None:
+    done = _run(dev, "hello-world", _input("hello-world", dev))
+    assert done["status"] == "SUCCEEDED"
+    assert done["output"] == {"message": "Hello, Ada! Great to see you."}
+
+
+def test_order_fulfilment_ships_refunds_and_declines(dev: str) -> None:
+    done = _run(dev, "order-fulfilment", _input("order-fulfilment", dev))
+    assert done["status"] == "SUCCEEDED", done
+    assert [s["sku"] for s in done["output"]] == ["book", "lamp", "mug"]
+    assert all(s["shipmentId"].startswith("sh_") for s in done["output"])
+    stuck = _run(
+        dev,
+        "order-fulfilment",
+        _input("order-fulfilment", dev, items=[{"sku": "book"}, {"sku": "OUT-OF-STOCK"}]),
+    )
+    assert (stuck["status"], stuck["error"]) == ("FAILED", "Order.ShippingFailed")
+    assert "not in stock" in stuck["cause"]
+    declined = _run(dev, "order-fulfilment", _input("order-fulfilment", dev, total=5000))
+    assert (declined["status"], declined["error"]) == ("FAILED", "Order.PaymentFailed")
+    assert "card declined" in declined["cause"]
+
+
+def test_human_approval_waits_for_the_callback(dev: str) -> None:
+    done = _run(dev, "human-approval", _input("human-approval", dev))
+    assert done["status"] == "SUCCEEDED", done
+    assert done["output"]["approvedBy"] == "auto-approver"
+    assert done["output"]["expense"]["who"] == "Ada"
+
+
+def test_fan_out_fan_in(dev: str) -> None:
+    done = _run(dev, "fan-out-fan-in", _input("fan-out-fan-in", dev))
+    assert done["status"] == "SUCCEEDED", done
+    assert [r["load"] for r in done["output"]["perRegion"]] == [5, 4, 7, 4]
+    assert done["output"]["summary"]["batches"] == [["north", "south"], ["east", "west"]]
+
+
+def test_jsonata_transform(dev: str) -> None:
+    done = _run(dev, "jsonata-transform", _input("jsonata-transform", dev))
+    assert done["status"] == "SUCCEEDED", done
+    assert done["output"] == {"summary": "ADA owes 328.50 EUR", "bulky": ["pen"], "lines": 3}
