@@ -30,6 +30,8 @@ _REST_STATUS = {
     "ExecutionDoesNotExist": 404,
     "TaskDoesNotExist": 404,
     "StateMachineAlreadyExists": 409,
+    "ConflictException": 409,
+    "ResourceNotFound": 404,
     "StateMachineDeleting": 409,
     "ExecutionAlreadyExists": 409,
     "TaskTimedOut": 409,
@@ -115,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     aws.ACTIVITY_POLL_SECONDS = settings.activity_poll_seconds
 
     # A missing or short server key stops the start here, with a message saying what to set.
-    sealer = Sealer(settings.secret_key) if settings.auth else None
+    sealer = Sealer(settings.secret_key) if settings.auth or settings.secret_key else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,7 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = create_engine(
             settings.database_url, pool_size=settings.database_pool_size, max_overflow=0
         )
-        app.state.auth = Authenticator(app.state.engine, sealer) if sealer else None
+        app.state.auth = (
+            Authenticator(app.state.engine, sealer) if sealer and settings.auth else None
+        )
+        app.state.sealer = sealer  # for connections' secrets
         workers: list[Worker] = []
         tasks: list[asyncio.Task[None]] = []
         if settings.workers > 0:
@@ -137,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 http_allow=settings.http_allow,
                 http_concurrency=settings.http_concurrency,
                 http_timeout_seconds=settings.http_timeout_seconds,
+                secret_key=settings.secret_key,
             )
             workers.append(worker)
             tasks.append(asyncio.create_task(worker.run()))

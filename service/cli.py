@@ -181,6 +181,7 @@ def command_worker(args: argparse.Namespace) -> int:
         http_allow=settings.http_allow,
         http_concurrency=settings.http_concurrency,
         http_timeout_seconds=settings.http_timeout_seconds,
+        secret_key=settings.secret_key,
     )
     return EXIT_SUCCEEDED
 
@@ -203,7 +204,9 @@ def command_serve(args: argparse.Namespace) -> int:
     upgrade(url)
     workers = 0 if args.command == "api" else max(1, getattr(args, "workers", 1))
     auth = not dev and not args.no_auth
+    secret_key = Settings().secret_key or (_dev_secret_key() if dev else None)
     settings = Settings(
+        secret_key=secret_key,
         database_url=url,
         host=args.host,
         port=args.port,
@@ -242,6 +245,18 @@ def command_serve(args: argparse.Namespace) -> int:
         http="httptools",
     )
     return EXIT_SUCCEEDED
+
+
+def _dev_secret_key() -> str:
+    """The dev server's own server key (for connections' secrets), kept beside its database."""
+    from service.sealing import new_server_key
+
+    path = Path(".statewright") / "dev-secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(new_server_key())
+    return path.read_text().strip()
 
 
 def _dev_http_allow() -> str:

@@ -11,8 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import control
+from service import connections, control
 from service.auth import Authenticator
+from service.sealing import Sealer
 
 JSON = Any
 # Shown in the OpenAPI document (and /docs's Authorize button); the check itself is _authorized,
@@ -232,3 +233,73 @@ async def callback_heartbeat(engine: EngineDep, token: str) -> dict[str, str]:
     """Keep a waiting task alive."""
     await control.send_task_heartbeat(engine, token)
     return {"status": "accepted"}
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+class ConnectionCreate(BaseModel):
+    """A connection for HTTP tasks: BASIC {username, password}, API_KEY {name, value} or
+    OAUTH_CLIENT_CREDENTIALS {tokenEndpoint, clientId, clientSecret, scope?}."""
+
+    name: str = Field(min_length=1, max_length=64)
+    type: str
+    parameters: dict[str, JSON]
+
+
+class ConnectionPublic(BaseModel):
+    """A connection without its secret."""
+
+    name: str
+    arn: str
+    type: str
+    parameters: dict[str, str]
+    created_at: datetime
+
+
+def _connection(info: connections.ConnectionInfo) -> ConnectionPublic:
+    return ConnectionPublic(
+        name=info.name,
+        arn=info.arn,
+        type=info.type,
+        parameters=info.parameters,
+        created_at=info.created_at,
+    )
+
+
+def _sealer(request: Request) -> Sealer:
+    sealer: Sealer | None = request.app.state.sealer
+    if sealer is None:
+        raise control.ValidationException(
+            "This server has no STATEWRIGHT_SECRET_KEY to seal connection secrets with"
+        )
+    return sealer
+
+
+@router.post("/connections", status_code=201)
+async def create_connection(
+    request: Request, engine: EngineDep, body: ConnectionCreate
+) -> ConnectionPublic:
+    """Create a connection; its secret is sealed and never shown again."""
+    info = await connections.create_connection(
+        engine, _sealer(request), body.name, body.type, body.parameters
+    )
+    return _connection(info)
+
+
+@router.get("/connections")
+async def list_connections(engine: EngineDep) -> list[ConnectionPublic]:
+    """Every connection (without secrets)."""
+    return [_connection(info) for info in await connections.list_connections(engine)]
+
+
+@router.get("/connections/{name}")
+async def describe_connection(engine: EngineDep, name: str) -> ConnectionPublic:
+    """One connection (without its secret)."""
+    return _connection(await connections.describe_connection(engine, name))
+
+
+@router.delete("/connections/{name}", status_code=204)
+async def delete_connection(engine: EngineDep, name: str) -> None:
+    """Delete a connection; tasks that name it fail with Events.ConnectionResource.NotFound."""
+    await connections.delete_connection(engine, name)

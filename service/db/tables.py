@@ -214,3 +214,20 @@ class StateMachineAliasRow(SQLModel, table=True):
     routing: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = Field(sa_column=_now_column())
     updated_at: datetime = Field(sa_column=_now_column())
+
+
+class ConnectionRow(SQLModel, table=True):
+    """A connection for HTTP tasks (AWS: an EventBridge connection): how to authenticate to
+    an API. ``parameters`` holds what is not secret (JSON); ``secret_sealed`` the secret,
+    sealed with the server key (service/sealing.py). Tasks name it by ARN; the secret never
+    enters a history."""
+
+    __tablename__ = "connections"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    arn: str = Field(max_length=256, unique=True)
+    type: str = Field(max_length=32)  # BASIC, API_KEY, OAUTH_CLIENT_CREDENTIALS
+    parameters: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    secret_sealed: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = Field(sa_column=_now_column())

@@ -32,11 +32,13 @@ allow-list (``STATEWRIGHT_HTTP_ALLOW``: hosts and CIDRs; ``statewright dev`` all
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import logging
 import socket
 import ssl
+import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +49,9 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import connections
 from service.db import queries
+from service.sealing import Sealer, ServerKeyError
 from statemachine.payload import payload_size
 
 log = logging.getLogger("statewright.http")
@@ -272,8 +276,10 @@ async def invoke(
     idempotency_key: str,
     outbound: Outbound,
     timeout: float,
+    auth_headers: Sequence[tuple[str, str]] = (),
 ) -> JSON:
-    """Send the request; return the task output or raise TaskFailure."""
+    """Send the request (with a connection's ``auth_headers``); return the task output or
+    raise TaskFailure."""
     request = build_request(parameters)
     url = urllib.parse.urlsplit(request.url)
     host = url.hostname or ""
@@ -287,6 +293,7 @@ async def invoke(
     pinned = urllib.parse.urlunsplit((url.scheme, netloc, url.path, url.query, url.fragment))
     headers = [
         *request.headers,
+        *auth_headers,
         ("Host", url.netloc.rpartition("@")[2]),
         ("Idempotency-Key", idempotency_key),
         ("User-Agent", "Statewright|HttpInvoke"),
@@ -367,11 +374,13 @@ class HttpRunner:
     engine: AsyncEngine
     outbound: Outbound
     worker_id: str
+    sealer: Sealer | None = None  # opens connection secrets; None: tasks with one fail
     concurrency: int = 32
     timeout: float = 60.0
     lease: float = 90.0  # longer than any request: an expired lease means a dead worker
     client: httpx.AsyncClient | None = None
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+    _tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # OAuth, by connection
 
     async def run_some(self) -> int:
         """Start up to the free capacity of pending tasks; how many started."""
@@ -449,8 +458,14 @@ class HttpRunner:
         try:
             async with self.engine.connect() as conn:
                 parameters = (await queries.load_payloads(conn, [parameters_ref]))[parameters_ref]
+            auth_headers = await self._auth_headers(parameters)
             output = await invoke(
-                self.client, parameters, idempotency_key, self.outbound, self.timeout
+                self.client,
+                parameters,
+                idempotency_key,
+                self.outbound,
+                self.timeout,
+                auth_headers,
             )
             answers: list[tuple[str, dict[str, JSON]]] = []
             if resource.endswith(".waitForTaskToken"):
@@ -468,6 +483,77 @@ class HttpRunner:
             log.exception("http task %s: %s", idempotency_key, exc)
             return
         await self._record(outbox_id, execution_id, resource, answers)
+
+    async def _auth_headers(self, parameters: JSON) -> list[tuple[str, str]]:
+        """The headers of the task's connection (Authentication.ConnectionArn), if it names
+        one. The secret goes into the request only: never into the output, a cause or a log."""
+        authentication = parameters.get("Authentication") if isinstance(parameters, dict) else None
+        if authentication is None:
+            return []
+        arn = authentication.get("ConnectionArn") if isinstance(authentication, dict) else None
+        if not isinstance(arn, str):
+            raise _invalid('Authentication must be {"ConnectionArn": "arn:aws:events:..."}')
+        if self.sealer is None:
+            raise TaskFailure(
+                "Events.ConnectionResource.InvalidConnectionState",
+                f"this worker cannot open the secret of {arn}: STATEWRIGHT_SECRET_KEY is not set",
+            )
+        try:
+            found = await connections.credentials(self.engine, self.sealer, arn)
+        except ServerKeyError:
+            raise TaskFailure(
+                "Events.ConnectionResource.InvalidConnectionState",
+                f"the secret of {arn} cannot be opened with this worker's STATEWRIGHT_SECRET_KEY",
+            ) from None
+        if found is None:
+            raise TaskFailure(
+                "Events.ConnectionResource.NotFound", f"the connection {arn} does not exist"
+            )
+        if found.type == "BASIC":
+            pair = f"{found.parameters['username']}:{found.secret}".encode()
+            return [("Authorization", "Basic " + base64.b64encode(pair).decode())]
+        if found.type == "API_KEY":
+            return [(found.parameters["name"], found.secret)]
+        return [("Authorization", "Bearer " + await self._oauth_token(found))]
+
+    async def _oauth_token(self, found: connections.Credentials) -> str:
+        """A client-credentials token for the connection, cached until shortly before it
+        expires."""
+        cached = self._tokens.get(found.arn)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        endpoint = found.parameters["tokenEndpoint"]
+        url = urllib.parse.urlsplit(endpoint)
+        for address in await resolve(url.hostname or "", url.port or 443):
+            self.outbound.check(url.hostname or "", address)
+        assert self.client is not None
+        form = {"grant_type": "client_credentials"}
+        if found.parameters.get("scope"):
+            form["scope"] = found.parameters["scope"]
+        try:
+            response = await self.client.post(
+                endpoint,
+                data=form,
+                auth=(found.parameters["clientId"], found.secret),
+                timeout=self.timeout,
+            )
+            body = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError) as exc:
+            raise TaskFailure(
+                "Events.ConnectionResource.AuthorizationFailed",
+                f"the token endpoint of {found.arn} failed: {type(exc).__name__}",
+            ) from None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str):
+            raise TaskFailure(
+                "Events.ConnectionResource.AuthorizationFailed",
+                f"the token endpoint of {found.arn} answered {response.status_code} "
+                "without an access_token",
+            )
+        lifetime = body.get("expires_in", 3600)
+        lifetime = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
+        self._tokens[found.arn] = (time.monotonic() + max(lifetime - 30, 0), token)
+        return token
 
     async def _record(
         self,

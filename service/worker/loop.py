@@ -24,6 +24,7 @@ from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
 from service.runners.mock import MockRunner
+from service.sealing import Sealer
 from service.worker.decider import Decider
 
 log = logging.getLogger("statewright.worker")
@@ -44,6 +45,7 @@ class Worker:
         http_allow: str = "",
         http_concurrency: int = 32,
         http_timeout_seconds: float = 60.0,
+        secret_key: str | None = None,
     ) -> None:
         self.url = normalize_url(database_url)
         self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
@@ -57,6 +59,7 @@ class Worker:
             self.engine,
             Outbound.parse(http_allow.split(",")),
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            sealer=Sealer(secret_key) if secret_key else None,
             concurrency=http_concurrency,
             timeout=http_timeout_seconds,
             # Held past any request's timeout: a lease that runs out means its worker died.
@@ -229,6 +232,7 @@ def main(
     http_allow: str = "",
     http_concurrency: int = 32,
     http_timeout_seconds: float = 60.0,
+    secret_key: str | None = None,
 ) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -242,6 +246,7 @@ def main(
             http_allow=http_allow,
             http_concurrency=http_concurrency,
             http_timeout_seconds=http_timeout_seconds,
+            secret_key=secret_key,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
