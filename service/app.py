@@ -143,6 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 http_concurrency=settings.http_concurrency,
                 http_timeout_seconds=settings.http_timeout_seconds,
                 secret_key=settings.secret_key,
+                http_per_host=settings.http_per_host,
+                http_per_host_rate=settings.http_per_host_rate,
             )
             workers.append(worker)
             tasks.append(asyncio.create_task(worker.run()))

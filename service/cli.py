@@ -182,6 +182,8 @@ def command_worker(args: argparse.Namespace) -> int:
         http_concurrency=settings.http_concurrency,
         http_timeout_seconds=settings.http_timeout_seconds,
         secret_key=settings.secret_key,
+        http_per_host=settings.http_per_host,
+        http_per_host_rate=settings.http_per_host_rate,
     )
     return EXIT_SUCCEEDED
 

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # private (link-local and metadata addresses are refused unless listed here too).
     http_allow: str = ""
     http_concurrency: int = 32  # HTTP requests in flight per worker process
+    http_per_host: int = 32  # ... of which to one host
+    http_per_host_rate: float = 0.0  # requests started per second to one host (0: no limit)
     http_timeout_seconds: float = 60.0  # per request (AWS: about 60 s, then States.Http.Socket)
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

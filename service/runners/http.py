@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
@@ -40,7 +41,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -378,9 +379,13 @@ class HttpRunner:
     concurrency: int = 32
     timeout: float = 60.0
     lease: float = 90.0  # longer than any request: an expired lease means a dead worker
+    per_host: int = 32  # requests in flight to one host
+    per_host_rate: float = 0.0  # requests started per second to one host (0: no limit)
     client: httpx.AsyncClient | None = None
     _running: set[asyncio.Task[None]] = field(default_factory=set)
     _tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # OAuth, by connection
+    _hosts: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _next_start: dict[str, float] = field(default_factory=dict)
 
     async def run_some(self) -> int:
         """Start up to the free capacity of pending tasks; how many started."""
@@ -459,14 +464,15 @@ class HttpRunner:
             async with self.engine.connect() as conn:
                 parameters = (await queries.load_payloads(conn, [parameters_ref]))[parameters_ref]
             auth_headers = await self._auth_headers(parameters)
-            output = await invoke(
-                self.client,
-                parameters,
-                idempotency_key,
-                self.outbound,
-                self.timeout,
-                auth_headers,
-            )
+            async with self._host_slot(parameters, outbox_id):
+                output = await invoke(
+                    self.client,
+                    parameters,
+                    idempotency_key,
+                    self.outbound,
+                    self.timeout,
+                    auth_headers,
+                )
             answers: list[tuple[str, dict[str, JSON]]] = []
             if resource.endswith(".waitForTaskToken"):
                 answers.append(("task_submitted", {"task_id": task_id, "output": output}))
@@ -483,6 +489,38 @@ class HttpRunner:
             log.exception("http task %s: %s", idempotency_key, exc)
             return
         await self._record(outbox_id, execution_id, resource, answers)
+
+    @contextlib.asynccontextmanager
+    async def _host_slot(self, parameters: JSON, outbox_id: int) -> AsyncIterator[None]:
+        """Wait for the target host's turn: at most ``per_host`` requests in flight and
+        ``per_host_rate`` started per second (0: no limit), so a Map of thousands of calls
+        does not flatten one service. A long wait renews the task's lease first."""
+        endpoint = parameters.get("ApiEndpoint") if isinstance(parameters, dict) else None
+        host = urllib.parse.urlsplit(endpoint).hostname if isinstance(endpoint, str) else None
+        if host is None:  # invoke() reports what is wrong with the Parameters
+            yield
+            return
+        slots = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
+        waited_from = time.monotonic()
+        async with slots:
+            if self.per_host_rate > 0:
+                now = time.monotonic()
+                turn = max(now, self._next_start.get(host, now))
+                self._next_start[host] = turn + 1 / self.per_host_rate
+                await asyncio.sleep(turn - now)
+            if time.monotonic() - waited_from > 1.0:
+                await self._renew(outbox_id)
+            yield
+
+    async def _renew(self, outbox_id: int) -> None:
+        o = queries.outbox
+        async with self.engine.begin() as conn:
+            at = await queries.now(conn)
+            await conn.execute(
+                o.update()
+                .where(o.c.id == outbox_id, o.c.claimed_by == self.worker_id)
+                .values(claim_expires_at=at + timedelta(seconds=self.lease))
+            )
 
     async def _auth_headers(self, parameters: JSON) -> list[tuple[str, str]]:
         """The headers of the task's connection (Authentication.ConnectionArn), if it names

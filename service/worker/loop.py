@@ -46,6 +46,8 @@ class Worker:
         http_concurrency: int = 32,
         http_timeout_seconds: float = 60.0,
         secret_key: str | None = None,
+        http_per_host: int = 32,
+        http_per_host_rate: float = 0.0,
     ) -> None:
         self.url = normalize_url(database_url)
         self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
@@ -64,6 +66,8 @@ class Worker:
             timeout=http_timeout_seconds,
             # Held past any request's timeout: a lease that runs out means its worker died.
             lease=http_timeout_seconds + 5.0,
+            per_host=http_per_host,
+            per_host_rate=http_per_host_rate,
         )
         self._http_wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -233,6 +237,8 @@ def main(
     http_concurrency: int = 32,
     http_timeout_seconds: float = 60.0,
     secret_key: str | None = None,
+    http_per_host: int = 32,
+    http_per_host_rate: float = 0.0,
 ) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -247,6 +253,8 @@ def main(
             http_concurrency=http_concurrency,
             http_timeout_seconds=http_timeout_seconds,
             secret_key=secret_key,
+            http_per_host=http_per_host,
+            http_per_host_rate=http_per_host_rate,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

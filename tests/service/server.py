@@ -112,6 +112,7 @@ def _child_env() -> dict[str, str]:
     # HTTP tasks of the tests call servers the tests start on loopback; short timeouts.
     env["STATEWRIGHT_HTTP_ALLOW"] = "127.0.0.1"
     env["STATEWRIGHT_HTTP_TIMEOUT_SECONDS"] = "1.5"
+    env["STATEWRIGHT_HTTP_PER_HOST"] = "4"  # test_http_tasks checks the limit holds
     return env
 
 

@@ -49,6 +49,9 @@ class Target:
     seen: list[Seen] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     callback_base: str = ""  # the Statewright server, for /callback
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    most: int = 0  # the most requests to /concurrent in flight at once
 
     def requests_to(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
@@ -96,6 +99,14 @@ def _handler(target: Target) -> type[BaseHTTPRequestHandler]:
                     self._answer(503, b'{"message": "busy"}')
                 else:
                     self._answer(200, json.dumps({"attempt": count}).encode())
+            elif url.path == "/concurrent":
+                with target.lock:
+                    target.in_flight += 1
+                    target.most = max(target.most, target.in_flight)
+                time.sleep(0.3)
+                with target.lock:
+                    target.in_flight -= 1
+                self._answer(200, b'{"ok": true}')
             elif url.path == "/slow":
                 time.sleep(3)
                 self._answer(200, b"{}")
@@ -333,3 +344,37 @@ def _run_callback(
     )
     definition["States"]["Call"]["Resource"] = HTTP + ".waitForTaskToken"
     return _run(server, aws, definition)
+
+
+def test_requests_to_one_host_are_limited(api_server: Server, aws: Any, target: Target) -> None:
+    target.most = 0
+    definition = {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": 12,
+                "ItemProcessor": {
+                    "StartAt": "Call",
+                    "States": {
+                        "Call": {
+                            "Type": "Task",
+                            "Resource": HTTP,
+                            "Parameters": {
+                                "ApiEndpoint": f"{target.base}/concurrent",
+                                "Method": "POST",
+                                "RequestBody.$": "$",
+                            },
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    done, _ = _run(api_server, aws, definition, {"items": list(range(12))})
+    assert len(json.loads(done["output"])) == 12
+    # The test servers allow 4 requests in flight per host (STATEWRIGHT_HTTP_PER_HOST).
+    assert 2 <= target.most <= 4, target.most

@@ -1,0 +1,262 @@
+"""HTTP tasks through the full service, beside the target's own capacity, in one run.
+
+Run from the repository root:
+
+    python bench/tasks.py [--database-url URL] [--items N] [--quick]
+
+1. The echo server (uvicorn + httptools, one process, as the service runs) alone: requests/s
+   from an httpx client with 50 concurrent requests, the way the HTTP runner sends them.
+2. Statewright: ``statewright serve --workers 2`` on Postgres (a throwaway cluster unless
+   ``--database-url``), one execution of a Map of N items (1,000) with MaxConcurrency 50 whose
+   iterations are HTTP tasks POSTing to the echo server; tasks/s from StartExecution to
+   SUCCEEDED. Goal: at least 50% of the echo server's rate.
+
+The container runner is not built yet: its section (overhead over a bare ``podman run``) is
+missing and the script says so. Medians of repetitions; the machine is shared, compare the
+ratio, not single figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from common import median, postgres, say, verdict  # noqa: E402
+
+GOAL_RATIO = 0.5
+CONCURRENCY = 50
+
+
+def echo_app() -> Any:
+    """The target: answers every POST with the JSON it was sent."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_echo(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        echo_app(),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer: {log.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+
+
+async def echo_capacity(base: str, seconds: float) -> float:
+    """Requests/s the echo server answers to 50 concurrent httpx requests."""
+    import httpx
+
+    body = json.dumps({"item": 1, "payload": "x" * 64}).encode()
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    done = 0
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                response = await client.post(
+                    f"{base}/echo", content=body, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(CONCURRENCY)))
+        return done / (time.perf_counter() - start)
+
+
+async def statewright_rate(base: str, echo: str, items: int, label: str) -> float:
+    """HTTP tasks/s of one execution: a Map of ``items`` HTTP tasks, MaxConcurrency 50."""
+    import httpx
+
+    definition = {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": CONCURRENCY,
+                "ItemProcessor": {
+                    "StartAt": "Call",
+                    "States": {
+                        "Call": {
+                            "Type": "Task",
+                            "Resource": "arn:aws:states:::http:invoke",
+                            "Parameters": {
+                                "ApiEndpoint": f"{echo}/echo",
+                                "Method": "POST",
+                                "RequestBody.$": "$",
+                            },
+                            "ResultSelector": {"echoed.$": "$.ResponseBody.item"},
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    async with httpx.AsyncClient(base_url=f"{base}/api/v1", timeout=60) as client:
+        made = await client.post("/state-machines", json={"name": label, "definition": definition})
+        made.raise_for_status()
+        data = {"items": [{"item": i} for i in range(items)]}
+        start = time.perf_counter()
+        started = await client.post(f"/state-machines/{label}/executions", json={"input": data})
+        started.raise_for_status()
+        execution = started.json()["id"]
+        while True:
+            described = (await client.get(f"/executions/{execution}")).json()
+            if described["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+    if described["status"] != "SUCCEEDED":
+        raise RuntimeError(f"the Map execution ended {described['status']}: {described}")
+    if [o["echoed"] for o in described["output"]] != list(range(items)):
+        raise RuntimeError("the Map's output is not the items echoed back in order")
+    return items / elapsed
+
+
+async def run(server: Any, items: int, reps: int, seconds: float, logs: Path) -> None:
+    children: list[subprocess.Popen[bytes]] = []
+
+    def spawn(label: str, command: list[str], env: dict[str, str] | None = None) -> Any:
+        log = logs / f"{label}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        children.append(process)
+        return process, log
+
+    try:
+        echo_port, sw_port = free_port(), free_port()
+        echo, echo_log = spawn(
+            "echo", [sys.executable, str(Path(__file__).resolve()), "--serve-echo", str(echo_port)]
+        )
+        echo_base = f"http://127.0.0.1:{echo_port}"
+        await wait_healthy(f"{echo_base}/healthz", echo, echo_log)
+
+        database = "swtasks_" + secrets.token_hex(4)
+        await asyncio.to_thread(server.create_database, database)
+        url = server.url(database)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
+        env.update(STATEWRIGHT_HTTP_ALLOW="127.0.0.1", STATEWRIGHT_HTTP_CONCURRENCY="64")
+        service, service_log = spawn(
+            "serve",
+            [
+                *(sys.executable, "-m", "service.cli", "serve", "--no-auth"),
+                *("--database-url", url, "--port", str(sw_port), "--workers", "2"),
+            ],
+            env,
+        )
+        sw_base = f"http://127.0.0.1:{sw_port}"
+        await wait_healthy(f"{sw_base}/healthz", service, service_log)
+
+        say(f"1. the echo server alone: {CONCURRENCY} concurrent httpx requests, {seconds:g} s")
+        capacities = []
+        for _ in range(reps):
+            capacities.append(await echo_capacity(echo_base, seconds))
+            say(f"    {capacities[-1]:8.0f} requests/s")
+        say(f"2. Statewright: a Map of {items} HTTP tasks, MaxConcurrency {CONCURRENCY}")
+        await statewright_rate(sw_base, echo_base, 50, "warmup")
+        rates = []
+        for rep in range(reps):
+            rates.append(await statewright_rate(sw_base, echo_base, items, f"map{rep}"))
+            say(f"    {rates[-1]:8.0f} tasks/s")
+        capacity, rate = median(capacities), median(rates)
+        say()
+        say(f"echo server alone:     {capacity:8.0f} requests/s (median of {reps})")
+        say(f"through Statewright:   {rate:8.0f} HTTP tasks/s (median of {reps})")
+        say(
+            f"ratio {rate / capacity:5.2f}   goal >= {GOAL_RATIO:g}: "
+            f"{verdict(rate / capacity >= GOAL_RATIO)}"
+        )
+        say("container tasks: not measured (the container runner is not built yet)")
+    finally:
+        for process in children:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in children:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", metavar="URL", help="a Postgres server to use")
+    parser.add_argument("--items", type=int, default=1000, help="Map items (default 1000)")
+    parser.add_argument("--quick", action="store_true", help="one repetition, shorter windows")
+    parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_echo:
+        serve_echo(args.serve_echo)
+        return 0
+    logs = Path(tempfile.mkdtemp(prefix="swbench-tasks-"))
+    reps, seconds = (1, 2.0) if args.quick else (3, 5.0)
+    with postgres(args.database_url, "tasks.py", fsync=True) as server:
+        asyncio.run(run(server, args.items, reps, seconds, logs))
+    say(f"logs: {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
