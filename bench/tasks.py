@@ -5,7 +5,8 @@ Run from the repository root:
     python bench/tasks.py [--database-url URL] [--items N] [--quick]
 
 1. The echo server (uvicorn + httptools, one process, as the service runs) alone: requests/s
-   from an httpx client with 50 concurrent requests, the way the HTTP runner sends them.
+   with 50 concurrent keep-alive requests from a raw asyncio client (the server's capacity),
+   and from the HTTP runner's own httpx client, for reference.
 2. Statewright: ``statewright serve --workers 2`` on Postgres (a throwaway cluster unless
    ``--database-url``), one execution of a Map of N items (1,000) with MaxConcurrency 50 whose
    iterations are HTTP tasks POSTing to the echo server; tasks/s from StartExecution to
@@ -32,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import fastapi
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -44,13 +47,13 @@ CONCURRENCY = 50
 
 def echo_app() -> Any:
     """The target: answers every POST with the JSON it was sent."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import Response
 
     app = FastAPI()
 
     @app.post("/echo")
-    async def echo(request: Request) -> Response:
+    async def echo(request: fastapi.Request) -> Response:
         return Response(await request.body(), media_type="application/json")
 
     @app.get("/healthz")
@@ -97,28 +100,63 @@ async def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) ->
             await asyncio.sleep(0.05)
 
 
-async def echo_capacity(base: str, seconds: float) -> float:
-    """Requests/s the echo server answers to 50 concurrent httpx requests."""
-    import httpx
-
+async def echo_capacity(port: int, seconds: float, client: str) -> float:
+    """Requests/s the echo server answers to 50 concurrent keep-alive requests: "raw" writes
+    prepared bytes on asyncio streams (what the server can do), "httpx" uses the HTTP
+    runner's own client (httpx's pool costs more CPU per request at this concurrency)."""
     body = json.dumps({"item": 1, "payload": "x" * 64}).encode()
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     done = 0
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        deadline = time.perf_counter() + seconds
+    deadline = time.perf_counter() + seconds
+    if client == "raw":
+        head = (
+            f"POST /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        request = head.encode() + body
 
-        async def loop() -> None:
+        async def raw_loop() -> None:
+            nonlocal done
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                while time.perf_counter() < deadline:
+                    writer.write(request)
+                    answer = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for line in answer.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    await reader.readexactly(length)
+                    if not answer.startswith(b"HTTP/1.1 200"):
+                        raise RuntimeError(answer.decode(errors="replace"))
+                    done += 1
+            finally:
+                writer.close()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(raw_loop() for _ in range(CONCURRENCY)))
+        return done / (time.perf_counter() - start)
+    from service.runners.http import Clients
+
+    clients = Clients(CONCURRENCY)
+    try:
+
+        async def httpx_loop() -> None:
             nonlocal done
             while time.perf_counter() < deadline:
-                response = await client.post(
-                    f"{base}/echo", content=body, headers={"content-type": "application/json"}
+                response = await clients.next().post(
+                    f"http://127.0.0.1:{port}/echo",
+                    content=body,
+                    headers={"content-type": "application/json"},
                 )
                 response.raise_for_status()
                 done += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(httpx_loop() for _ in range(CONCURRENCY)))
         return done / (time.perf_counter() - start)
+    finally:
+        await clients.aclose()
 
 
 async def statewright_rate(base: str, echo: str, items: int, label: str) -> float:
@@ -209,11 +247,17 @@ async def run(server: Any, items: int, reps: int, seconds: float, logs: Path) ->
         sw_base = f"http://127.0.0.1:{sw_port}"
         await wait_healthy(f"{sw_base}/healthz", service, service_log)
 
-        say(f"1. the echo server alone: {CONCURRENCY} concurrent httpx requests, {seconds:g} s")
-        capacities = []
+        say(
+            f"1. the echo server alone: {CONCURRENCY} concurrent keep-alive requests, {seconds:g} s"
+        )
+        capacities, httpx_rates = [], []
         for _ in range(reps):
-            capacities.append(await echo_capacity(echo_base, seconds))
-            say(f"    {capacities[-1]:8.0f} requests/s")
+            capacities.append(await echo_capacity(echo_port, seconds, "raw"))
+            httpx_rates.append(await echo_capacity(echo_port, seconds, "httpx"))
+            say(
+                f"    {capacities[-1]:8.0f} requests/s (raw client); "
+                f"{httpx_rates[-1]:8.0f} with the runner's httpx client"
+            )
         say(f"2. Statewright: a Map of {items} HTTP tasks, MaxConcurrency {CONCURRENCY}")
         await statewright_rate(sw_base, echo_base, 50, "warmup")
         rates = []
@@ -222,7 +266,8 @@ async def run(server: Any, items: int, reps: int, seconds: float, logs: Path) ->
             say(f"    {rates[-1]:8.0f} tasks/s")
         capacity, rate = median(capacities), median(rates)
         say()
-        say(f"echo server alone:     {capacity:8.0f} requests/s (median of {reps})")
+        say(f"echo server alone:     {capacity:8.0f} requests/s (median of {reps}, raw client)")
+        say(f"  (the runner's httpx client alone reaches {median(httpx_rates):.0f} requests/s)")
         say(f"through Statewright:   {rate:8.0f} HTTP tasks/s (median of {reps})")
         say(
             f"ratio {rate / capacity:5.2f}   goal >= {GOAL_RATIO:g}: "
