@@ -266,17 +266,30 @@ async def start_execution(
 async def enqueue(
     conn: AsyncConnection, execution_id: str, kind: str, body: Mapping[str, JSON], at: datetime
 ) -> None:
-    """Put an incoming event (task result, stop ...) in the inbox and wake the execution."""
+    """Put an incoming event (task result, stop ...) in the inbox and wake the workers. The
+    inbox row itself makes a running execution due (claim_due looks at the inbox), so this
+    never waits for a decision in progress on the execution's row, and no wake-up is lost:
+    a row the decision did not take makes the execution due again when it commits."""
     await conn.execute(
         inbox.insert().values(execution_id=execution_id, kind=kind, body=_text(body), created_at=at)
     )
-    # Waits for a decision in progress (it holds the row): the wake-up is never lost.
-    await conn.execute(
-        executions.update()
-        .where(executions.c.id == execution_id, executions.c.status == "RUNNING")
-        .values(wake_at=at)
-    )
     await notify(conn, execution_id)
+
+
+async def enqueue_many(
+    conn: AsyncConnection, items: Sequence[tuple[str, str, Mapping[str, JSON]]], at: datetime
+) -> None:
+    """enqueue() for several (execution id, kind, body) at once: one INSERT, one NOTIFY."""
+    if not items:
+        return
+    await conn.execute(
+        inbox.insert(),
+        [
+            {"execution_id": execution_id, "kind": kind, "body": _text(body), "created_at": at}
+            for execution_id, kind, body in items
+        ],
+    )
+    await notify(conn, items[0][0])
 
 
 async def notify(conn: AsyncConnection, payload: str = "") -> None:
@@ -321,9 +334,13 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
     earliest first (Postgres skips rows other workers hold). One round trip: the clock is read
     in the same statement."""
     now_ = clock(conn)
+    waiting = sa.and_(
+        executions.c.status == "RUNNING",
+        executions.c.id.in_(sa.select(inbox.c.execution_id)),
+    )
     query = (
         sa.select(*_CLAIM_COLUMNS, now_)
-        .where(executions.c.wake_at <= now_)
+        .where(sa.or_(executions.c.wake_at <= now_, waiting))
         .order_by(executions.c.wake_at)
         .limit(limit)
     )
@@ -354,9 +371,14 @@ async def lock_execution(
 async def seconds_to_next_wake(conn: AsyncConnection) -> float | None:
     """Seconds until the earliest sleeping execution needs a decision (on the database's
     clock; 0 if one is due), None if none sleeps. One round trip."""
-    earliest, at = (
-        await conn.execute(sa.select(sa.func.min(executions.c.wake_at), clock(conn)))
+    waiting = sa.exists().where(
+        inbox.c.execution_id == executions.c.id, executions.c.status == "RUNNING"
+    )
+    earliest, at, inbox_waiting = (
+        await conn.execute(sa.select(sa.func.min(executions.c.wake_at), clock(conn), waiting))
     ).one()
+    if inbox_waiting:
+        return 0.0
     if earliest is None:
         return None
     seconds: float = (aware(earliest) - aware(at)).total_seconds()

@@ -4,14 +4,15 @@
   changed in place; an update publishes a new version);
 * ``executions``: one row per execution, with the columns derived from its history (status,
   output) written in the same transaction as the events, and the fencing ``version`` (the
-  number of events); ``wake_at`` says when it next needs a decision (now: something is in its
-  inbox; later: its next timer). A decider holds the row locked for the whole decision
+  number of events); it needs a decision when ``wake_at`` is due (its start, its next timer,
+  a redrive) or while its inbox holds something. A decider holds the row locked for the whole decision
   (``SELECT ... FOR UPDATE SKIP LOCKED``), so the lock is the lease: it ends with the
   transaction, also when the worker dies, and no clock decides who owns what;
 * ``events``: the append-only history, primary key (execution_id, seq);
 * ``payloads``: large JSON values stored once by their SHA-256 and referenced from events,
   inputs and outputs (a state's output is the next state's input: one copy, not two);
-* ``inbox``: incoming events waiting for a decision (start, task results, callbacks, stop);
+* ``inbox``: incoming events waiting for a decision (task results, callbacks, stop); writing
+  one never touches the execution's row, so it never waits for a decision in progress;
 * ``timers``: durable timers (Wait, Retry back-off, task timeouts and heartbeats, execution
   timeout); a due timer becomes a TimerFired in the next decision;
 * ``outbox``: tasks for runners (ScheduleTask commands), with their task token.

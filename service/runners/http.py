@@ -368,6 +368,11 @@ def _output(response: httpx.Response) -> JSON:
 CONNECTIONS_PER_CLIENT = 4
 
 
+def _waits(resource: str, answers: list[tuple[str, dict[str, JSON]]]) -> bool:
+    """Whether a task goes on waiting (for its callback) after this answer."""
+    return resource.endswith(".waitForTaskToken") and answers[0][0] == "task_submitted"
+
+
 class Clients:
     """httpx clients for ``connections`` concurrent requests, a few connections each, taken
     in turn. One httpx client with many connections spends time growing with their number
@@ -443,7 +448,7 @@ class HttpRunner:
         if self.clients is not None:
             await self.clients.aclose()
 
-    async def _claim(self, limit: int) -> Sequence[tuple[int, str, int, str, str, str]]:
+    async def _claim(self, limit: int) -> Sequence[tuple[int, str, int, str, JSON, str]]:
         o, e = queries.outbox, queries.executions
         async with self.engine.begin() as conn:
             at = await queries.now(conn)
@@ -481,10 +486,18 @@ class HttpRunner:
                     claim_expires_at=at + timedelta(seconds=self.lease),
                 )
             )
-            for row in rows:
-                if row[6] == "PENDING":  # a re-run after a lost lease started already
-                    await queries.enqueue(conn, row[1], "task_started", {"task_id": row[2]}, at)
-        return [tuple(row[:6]) for row in rows]
+            await queries.enqueue_many(
+                conn,
+                [
+                    (row[1], "task_started", {"task_id": row[2]})
+                    for row in rows
+                    if row[6] == "PENDING"  # a re-run after a lost lease started already
+                ],
+                at,
+            )
+            # The Parameters, read here: a request in flight then holds no connection.
+            values = await queries.load_payloads(conn, [row[4] for row in rows])
+        return [(row[0], row[1], row[2], row[3], values[row[4]], row[5]) for row in rows]
 
     async def _run(
         self,
@@ -492,14 +505,12 @@ class HttpRunner:
         execution_id: str,
         task_id: int,
         resource: str,
-        parameters_ref: str,
+        parameters: JSON,
         idempotency_key: str,
     ) -> None:
         if self.clients is None:
             self.clients = Clients(self.concurrency)
         try:
-            async with self.engine.connect() as conn:
-                parameters = (await queries.load_payloads(conn, [parameters_ref]))[parameters_ref]
             auth_headers = await self._auth_headers(parameters)
             async with self._host_slot(parameters, outbox_id):
                 output = await invoke(
@@ -654,31 +665,40 @@ class HttpRunner:
                 try:
                     async with self.engine.begin() as conn:
                         at = await queries.now(conn)
-                        for outbox_id, execution_id, resource, answers, _ in batch:
-                            waiting = (
-                                resource.endswith(".waitForTaskToken")
-                                and answers[0][0] == "task_submitted"
-                            )
+                        # A callback task waits on: its row stays open (RUNNING, claimed by
+                        # nobody) until the callback or a timeout closes it.
+                        owned: set[int] = set()
+                        for waiting in (False, True):
+                            ids = [item[0] for item in batch if _waits(item[2], item[3]) == waiting]
+                            if not ids:
+                                continue
                             # Still ours and still wanted? (Timed out, stopped or re-claimed:
                             # its ending stands.)
-                            owned = await conn.execute(
+                            result = await conn.execute(
                                 o.update()
                                 .where(
-                                    o.c.id == outbox_id,
+                                    o.c.id.in_(ids),
                                     o.c.status == "RUNNING",
                                     o.c.claimed_by == self.worker_id,
                                 )
                                 .values(
-                                    # A callback task waits on: its row stays open (RUNNING,
-                                    # claimed by nobody) until the callback or a timeout.
                                     status="RUNNING" if waiting else "DONE",
                                     claimed_by=None,
                                     claim_expires_at=None,
                                 )
+                                .returning(o.c.id)
                             )
-                            if owned.rowcount == 1:
-                                for kind, body in answers:
-                                    await queries.enqueue(conn, execution_id, kind, body, at)
+                            owned.update(row[0] for row in result)
+                        await queries.enqueue_many(
+                            conn,
+                            [
+                                (execution_id, kind, body)
+                                for outbox_id, execution_id, _, answers, _ in batch
+                                if outbox_id in owned
+                                for kind, body in answers
+                            ],
+                            at,
+                        )
                     break
                 except Exception as exc:  # the lease runs out and the task runs again
                     log.warning("http task results not recorded yet (%s); retrying", exc)

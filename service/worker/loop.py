@@ -50,7 +50,8 @@ class Worker:
         http_per_host_rate: float = 0.0,
     ) -> None:
         self.url = normalize_url(database_url)
-        self.engine = engine or create_engine(self.url, pool_size=lanes + 1)
+        # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
+        self.engine = engine or create_engine(self.url, pool_size=lanes + 4)
         self.decider = Decider(self.engine)
         # SQLite has one writer at a time: more lanes would only wait on its lock.
         self.lanes = lanes if is_postgres(self.url) else 1
