@@ -48,6 +48,7 @@ aliases = StateMachineAliasRow.__table__  # type: ignore[attr-defined]
 _PAYLOAD_FIELDS = ("input", "output", "parameters")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 NOTIFY_CHANNEL = "statewright_wake"
+TASKS_NOTICE = "tasks:"  # the payload prefix of a wake-up for runners (new outbox tasks)
 
 
 def _text(value: JSON) -> str:
@@ -69,9 +70,11 @@ async def now(conn: AsyncConnection) -> datetime:
 
 
 def clock(conn: AsyncConnection) -> sa.ColumnElement[datetime]:
-    """The database's clock as a column, to read the time in the same round trip as a query."""
+    """The database's clock as a column, to read the time in the same round trip as a query:
+    the time the statement started (stable within it, so ``wake_at <= clock`` can bound an
+    index scan, where the volatile clock_timestamp() made it filter every row)."""
     if is_postgres(conn):
-        return sa.func.clock_timestamp()
+        return sa.func.statement_timestamp()
     return sa.literal(datetime.now(UTC), sa.DateTime(timezone=True))
 
 
@@ -334,13 +337,30 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
     earliest first (Postgres skips rows other workers hold). One round trip: the clock is read
     in the same statement."""
     now_ = clock(conn)
-    waiting = sa.and_(
-        executions.c.status == "RUNNING",
-        executions.c.id.in_(sa.select(inbox.c.execution_id)),
+    # Candidates from two index scans (a single OR over both would scan every execution):
+    # the earliest due wake_at, and running executions with something in their inbox.
+    # More than ``limit`` of each, as other workers may hold some of them locked.
+    due = (
+        sa.select(executions.c.id)
+        .where(executions.c.wake_at <= now_)
+        .order_by(executions.c.wake_at)
+        .limit(4 * limit)
+        .subquery()
     )
+    waiting = (
+        sa.select(inbox.c.execution_id.label("id"))
+        .join(executions, executions.c.id == inbox.c.execution_id)
+        .where(executions.c.status == "RUNNING")
+        .limit(4 * limit)
+        .subquery()
+    )
+    candidates = sa.union(sa.select(due.c.id), sa.select(waiting.c.id))
     query = (
         sa.select(*_CLAIM_COLUMNS, now_)
-        .where(sa.or_(executions.c.wake_at <= now_, waiting))
+        .where(
+            executions.c.id.in_(candidates),
+            sa.or_(executions.c.wake_at <= now_, executions.c.status == "RUNNING"),
+        )
         .order_by(executions.c.wake_at)
         .limit(limit)
     )
@@ -780,7 +800,7 @@ async def add_tasks(
         for execution_id, command in scheduled
     ]
     await conn.execute(outbox.insert(), rows)
-    await notify(conn, scheduled[0][0])  # runners listen on the same channel
+    await notify(conn, TASKS_NOTICE + scheduled[0][0])  # for the runners, not the deciders
 
 
 async def close_tasks(

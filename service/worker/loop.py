@@ -181,17 +181,20 @@ class Worker:
             wake.set()
         self._http_wake.set()
 
-    def _notified(self) -> None:
-        """Something became due: wake one sleeping decision lane (it takes a batch of what is
-        due; waking every lane of every worker for each start would cost a query each), or,
-        when none sleeps, flag every lane so that none goes to sleep without looking again."""
-        if self._mock_wake is not None:
-            self._mock_wake.set()
-        self._http_wake.set()
-        if self._idle:
+    def _notified(self, payload: str) -> None:
+        """New outbox tasks wake the runners. Anything else became due for a decision: wake
+        one sleeping decision lane (it takes a batch of what is due; waking every lane of
+        every worker for each start would cost a query each), or, when none sleeps, flag
+        every lane so that none goes to sleep without looking again."""
+        if payload.startswith(queries.TASKS_NOTICE):
+            if self._mock_wake is not None:
+                self._mock_wake.set()
+            self._http_wake.set()
+        elif self._idle:
             self._idle[-1].set()
         else:
-            self._wake_all()
+            for wake in self._lane_wakes:
+                wake.set()
 
     async def _idle_seconds(self) -> float:
         """Until the earliest timer, at most the polling interval."""
@@ -217,7 +220,9 @@ class Worker:
                     raw = await conn.get_raw_connection()
                     driver = raw.driver_connection
                     assert driver is not None
-                    await driver.add_listener(queries.NOTIFY_CHANNEL, lambda *_: self._notified())
+                    await driver.add_listener(
+                        queries.NOTIFY_CHANNEL, lambda *args: self._notified(str(args[3]))
+                    )
                     self.listening.set()
                     while not self.stopping.is_set() and not driver.is_closed():
                         await asyncio.sleep(1.0)
