@@ -81,6 +81,7 @@ from common import (  # noqa: E402
     postgres,
     report_profile,
     say,
+    serve_app,
     verdict,
 )
 
@@ -132,16 +133,7 @@ def bare_app() -> FastAPI:
 
 def serve_bare(port: int) -> None:
     """Run the bare app as ``service/cli.py`` runs Statewright's (in a child process)."""
-    import uvicorn
-
-    uvicorn.run(
-        bare_app(),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-    )
+    serve_app(bare_app(), port)
 
 
 # ---------------------------------------------------------------------------- processes

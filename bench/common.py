@@ -115,3 +115,13 @@ END $$;
 CREATE TRIGGER bench_notify AFTER INSERT OR UPDATE OF version, status ON executions
   FOR EACH ROW EXECUTE FUNCTION bench_notify();
 """
+
+
+def serve_app(app: Any, port: int) -> None:
+    """Run an ASGI app on 127.0.0.1 with the uvicorn settings ``service/cli.py`` uses for
+    Statewright (uvloop, httptools), so baselines and the service are served alike."""
+    import uvicorn
+
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools"
+    )

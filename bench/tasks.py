@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common import median, postgres, say, verdict  # noqa: E402
+from common import median, postgres, say, serve_app, verdict  # noqa: E402
 
 GOAL_RATIO = 0.5
 CONCURRENCY = 50
@@ -64,16 +64,7 @@ def echo_app() -> Any:
 
 
 def serve_echo(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        echo_app(),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-    )
+    serve_app(echo_app(), port)
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from service.auth import Authenticator, AuthError
 from service.db.engine import create_engine
 from service.sealing import Sealer
 from service.settings import Settings
-from service.worker.loop import Worker
+from service.worker.loop import Worker, settings_options
 
 _REST_STATUS = {
     "StateMachineDoesNotExist": 404,
@@ -138,13 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 lanes=settings.workers,
                 poll_seconds=1.0,
                 mock_config=settings.mock_config,
-                express_retention_seconds=settings.express_retention_seconds,
-                http_allow=settings.http_allow,
-                http_concurrency=settings.http_concurrency,
-                http_timeout_seconds=settings.http_timeout_seconds,
-                secret_key=settings.secret_key,
-                http_per_host=settings.http_per_host,
-                http_per_host_rate=settings.http_per_host_rate,
+                **settings_options(settings),
             )
             workers.append(worker)
             tasks.append(asyncio.create_task(worker.run()))

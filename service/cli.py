@@ -165,6 +165,7 @@ def command_worker(args: argparse.Namespace) -> int:
     """Run a worker until SIGTERM."""
     from service.db.engine import normalize_url
     from service.worker.loop import main as worker_main
+    from service.worker.loop import settings_options
 
     url = _database_url(args)
     normalize_url(url)
@@ -172,18 +173,11 @@ def command_worker(args: argparse.Namespace) -> int:
         raise UsageError("--lanes must be at least 1")
     from service.settings import Settings
 
-    settings = Settings()
     worker_main(
         url,
         lanes=args.lanes,
         mock_config=_mock_config(args),
-        express_retention_seconds=settings.express_retention_seconds,
-        http_allow=settings.http_allow,
-        http_concurrency=settings.http_concurrency,
-        http_timeout_seconds=settings.http_timeout_seconds,
-        secret_key=settings.secret_key,
-        http_per_host=settings.http_per_host,
-        http_per_host_rate=settings.http_per_host_rate,
+        options=settings_options(Settings()),
     )
     return EXIT_SUCCEEDED
 

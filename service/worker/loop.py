@@ -17,6 +17,7 @@ import signal
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +26,7 @@ from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
 from service.runners.mock import MockRunner
 from service.sealing import Sealer
+from service.settings import Settings
 from service.worker.decider import Decider
 
 log = logging.getLogger("statewright.worker")
@@ -234,34 +236,30 @@ class Worker:
                 await asyncio.sleep(1.0)
 
 
+def settings_options(settings: Settings) -> dict[str, Any]:
+    """The Worker keyword arguments that come from the settings (STATEWRIGHT_*)."""
+    return {
+        "express_retention_seconds": settings.express_retention_seconds,
+        "http_allow": settings.http_allow,
+        "http_concurrency": settings.http_concurrency,
+        "http_timeout_seconds": settings.http_timeout_seconds,
+        "http_per_host": settings.http_per_host,
+        "http_per_host_rate": settings.http_per_host_rate,
+        "secret_key": settings.secret_key,
+    }
+
+
 def main(
     database_url: str | None,
     lanes: int = 2,
     mock_config: str | None = None,
-    express_retention_seconds: float = 3600.0,
-    http_allow: str = "",
-    http_concurrency: int = 32,
-    http_timeout_seconds: float = 60.0,
-    secret_key: str | None = None,
-    http_per_host: int = 32,
-    http_per_host_rate: float = 0.0,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        worker = Worker(
-            database_url,
-            lanes=lanes,
-            mock_config=mock_config,
-            express_retention_seconds=express_retention_seconds,
-            http_allow=http_allow,
-            http_concurrency=http_concurrency,
-            http_timeout_seconds=http_timeout_seconds,
-            secret_key=secret_key,
-            http_per_host=http_per_host,
-            http_per_host_rate=http_per_host_rate,
-        )
+        worker = Worker(database_url, lanes=lanes, mock_config=mock_config, **(options or {}))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
