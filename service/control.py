@@ -599,74 +599,172 @@ async def start_execution(
     if name is not None:
         check_name(name, "execution")
     execution_id = str(uuid.uuid4())
-    name = name or execution_id
+    request = _Start(
+        execution_id,
+        state_machine,
+        name or execution_id,
+        input_value,
+        test_case,
+        version,
+    )
+    outcome = await _starter(engine).submit(request)
+    if isinstance(outcome, ExecutionSummary):
+        return outcome
+    return await describe_execution(engine, outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """One StartExecution, validated, waiting for its transaction."""
+
+    execution_id: str
+    state_machine: str
+    name: str
+    input_value: JSON
+    test_case: str | None
+    version: int | None
+
+
+class _Starter:
+    """Group commit for StartExecution: the starts that arrive while a transaction commits go
+    into the next one together (one BEGIN/COMMIT and one flush for many). Each start runs its
+    own statements and gets its own answer or error; if the database refuses the shared
+    transaction, each of its starts is tried again alone. A start is reported only after its
+    transaction committed."""
+
+    BATCH = 64
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.queue: list[tuple[_Start, asyncio.Future[ExecutionSummary | str]]] = []
+        self.drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, request: _Start) -> ExecutionSummary | str:
+        """Queue a start; its summary (or the id of the same running start) once committed."""
+        future: asyncio.Future[ExecutionSummary | str] = asyncio.get_running_loop().create_future()
+        self.queue.append((request, future))
+        if self.drainer is None or self.drainer.done():
+            self.drainer = asyncio.create_task(self._drain(self.engine))
+        return await future
+
+    async def _drain(self, engine: AsyncEngine) -> None:
+        while self.queue:
+            batch, self.queue = self.queue[: self.BATCH], self.queue[self.BATCH :]
+            await self._run(engine, batch)
+
+    async def _run(
+        self,
+        engine: AsyncEngine,
+        batch: list[tuple[_Start, asyncio.Future[ExecutionSummary | str]]],
+    ) -> None:
+        outcomes: list[ExecutionSummary | str | Exception] = []
+        try:
+            async with engine.begin() as conn:
+                for request, _ in batch:
+                    try:
+                        outcomes.append(await _start_in(conn, request))
+                    except ServiceError as exc:  # this start's own answer; the others go on
+                        outcomes.append(exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                for item in batch:  # isolate the start the database refused
+                    await self._run(engine, [item])
+                return
+            outcomes = [exc]
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+
+_STARTERS: dict[tuple[int, int], _Starter] = {}
+
+
+def _starter(engine: AsyncEngine) -> _Starter:
+    """The group-commit queue of ``engine`` in the running event loop."""
+    key = (id(engine), id(asyncio.get_running_loop()))
+    starter = _STARTERS.get(key)
+    if starter is None:
+        if len(_STARTERS) > 64:  # engines and loops of tests come and go
+            _STARTERS.clear()
+        starter = _STARTERS[key] = _Starter(engine)
+    return starter
+
+
+async def _start_in(conn: AsyncConnection, request: _Start) -> ExecutionSummary | str:
+    """Start one execution in ``conn``'s transaction: its summary, or the id of the running
+    execution of the same name and input (AWS's idempotent start)."""
+    state_machine, name, version = request.state_machine, request.name, request.version
+    execution_id, input_value = request.execution_id, request.input_value
     arn = execution_arn(state_machine, name)
-    async with engine.begin() as conn:
-        # One query: the state machine, the version to run, and the time.
-        sm, v = queries.state_machines, queries.versions
-        chosen = sa.select(v.c.id).where(v.c.state_machine_id == sm.c.id)
-        if version is None:
-            chosen = chosen.order_by(v.c.version.desc()).limit(1)
-        else:
-            chosen = chosen.where(v.c.version == version)
-        found = (
-            await conn.execute(
-                sa.select(sm.c.id, sm.c.arn, chosen.scalar_subquery(), queries.clock(conn)).where(
-                    sm.c.name == state_machine, sm.c.deleted_at.is_(None)
-                )
+    # One query: the state machine, the version to run, and the time.
+    sm, v = queries.state_machines, queries.versions
+    chosen = sa.select(v.c.id).where(v.c.state_machine_id == sm.c.id)
+    if version is None:
+        chosen = chosen.order_by(v.c.version.desc()).limit(1)
+    else:
+        chosen = chosen.where(v.c.version == version)
+    found = (
+        await conn.execute(
+            sa.select(sm.c.id, sm.c.arn, chosen.scalar_subquery(), queries.clock(conn)).where(
+                sm.c.name == state_machine, sm.c.deleted_at.is_(None)
             )
-        ).first()
-        if found is None:
-            await _state_machine_row(conn, state_machine)  # does not exist, or deleting
-            raise StateMachineDoesNotExist(
-                f"State Machine Does Not Exist: '{state_machine_arn(state_machine)}'"
-            )
-        sm_id, sm_arn, version_id, at = found
-        if version_id is None:
-            raise ResourceNotFound(f"State Machine Version Does Not Exist: '{sm_arn}:{version}'")
-        at = queries.aware(at)
-        started = await queries.start_execution(
-            conn,
-            execution_id=execution_id,
+        )
+    ).first()
+    if found is None:
+        await _state_machine_row(conn, state_machine)  # does not exist, or deleting
+        raise StateMachineDoesNotExist(
+            f"State Machine Does Not Exist: '{state_machine_arn(state_machine)}'"
+        )
+    sm_id, sm_arn, version_id, at = found
+    if version_id is None:
+        raise ResourceNotFound(f"State Machine Version Does Not Exist: '{sm_arn}:{version}'")
+    at = queries.aware(at)
+    started = await queries.start_execution(
+        conn,
+        execution_id=execution_id,
+        arn=arn,
+        name=name,
+        state_machine_id=sm_id,
+        version_id=version_id,
+        input_value=input_value,
+        seed=secrets.randbits(62),
+        at=at,
+        test_case=request.test_case,
+    )
+    if started:
+        # Everything StartExecution reports is known here: no second transaction.
+        return ExecutionSummary(
+            id=execution_id,
             arn=arn,
             name=name,
-            state_machine_id=sm_id,
-            version_id=version_id,
-            input_value=input_value,
-            seed=secrets.randbits(62),
-            at=at,
-            test_case=test_case,
+            state_machine_arn=sm_arn,
+            status="RUNNING",
+            input=input_value,
+            output=None,
+            error=None,
+            cause=None,
+            started_at=at,
+            stopped_at=None,
+            events=0,
         )
-        if started:
-            # Everything StartExecution reports is known here: no second transaction.
-            return ExecutionSummary(
-                id=execution_id,
-                arn=arn,
-                name=name,
-                state_machine_arn=sm_arn,
-                status="RUNNING",
-                input=input_value,
-                output=None,
-                error=None,
-                cause=None,
-                started_at=at,
-                stopped_at=None,
-                events=0,
+    # The name is taken: the same input of a running execution is the same start.
+    e = queries.executions
+    existing = (
+        await conn.execute(
+            sa.select(e.c.id, e.c.status, e.c.input_ref).where(
+                e.c.state_machine_id == sm_id, e.c.name == name
             )
-        # The name is taken: the same input of a running execution is the same start.
-        e = queries.executions
-        existing = (
-            await conn.execute(
-                sa.select(e.c.id, e.c.status, e.c.input_ref).where(
-                    e.c.state_machine_id == sm_id, e.c.name == name
-                )
-            )
-        ).one()
-        stored = (await queries.load_payloads(conn, [existing[2]]))[existing[2]]
-        if existing[1] != "RUNNING" or stored != input_value:
-            raise ExecutionAlreadyExists(f"Execution Already Exists: '{arn}'")
-        found_id = existing[0]
-    return await describe_execution(engine, found_id)
+        )
+    ).one()
+    stored = (await queries.load_payloads(conn, [existing[2]]))[existing[2]]
+    if existing[1] != "RUNNING" or stored != input_value:
+        raise ExecutionAlreadyExists(f"Execution Already Exists: '{arn}'")
+    found_id: str = existing[0]
+    return found_id
 
 
 async def start_sync_execution(

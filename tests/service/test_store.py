@@ -467,3 +467,46 @@ def test_closed_express_executions_are_forgotten_after_the_retention(database_ur
             await engine.dispose()
 
     _run(scenario)
+
+
+def test_concurrent_starts_share_a_transaction_and_keep_their_own_answers(
+    database_url: str,
+) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS_CHAIN)
+
+        async def attempt(machine: str, name: str | None, data: Any) -> Any:
+            try:
+                return await control.start_execution(engine, machine, data, name=name)
+            except control.ServiceError as exc:
+                return exc
+
+        # Started together: they are committed in shared transactions (group commit), yet
+        # each gets what it would get alone.
+        results = await asyncio.gather(
+            *(attempt("sm", None, {"n": i}) for i in range(40)),
+            attempt("sm", "same", {"n": 1}),
+            attempt("sm", "same", {"n": 1}),
+            attempt("sm", "same", {"n": 2}),
+            attempt("no-such-machine", None, {}),
+        )
+        fresh, same_a, same_b, other_input, missing = (
+            results[:40],
+            results[40],
+            results[41],
+            results[42],
+            results[43],
+        )
+        assert all(isinstance(r, control.ExecutionSummary) for r in fresh)
+        assert len({r.id for r in fresh}) == 40
+        assert isinstance(same_a, control.ExecutionSummary)
+        assert isinstance(same_b, control.ExecutionSummary) and same_b.id == same_a.id
+        assert isinstance(other_input, control.ExecutionAlreadyExists)
+        assert isinstance(missing, control.StateMachineDoesNotExist)
+        for summary in fresh:
+            described = await control.describe_execution(engine, summary.id)
+            assert described.input == summary.input
+        await engine.dispose()
+
+    _run(scenario)
