@@ -155,6 +155,9 @@ class ExecutionSummary:
     started_at: datetime
     stopped_at: datetime | None
     events: int
+    # AWS reports these when the execution was started through a version or an alias ARN.
+    state_machine_version_arn: str | None = None
+    state_machine_alias_arn: str | None = None
 
 
 def state_machine_arn(name: str) -> str:
@@ -584,8 +587,9 @@ async def start_execution(
     name: str | None = None,
     test_case: str | None = None,
     version: int | None = None,
+    alias: str | None = None,
 ) -> ExecutionSummary:
-    """StartExecution (of the latest version, or of ``version``). The same name with the same input returns the running execution
+    """StartExecution (of the latest version, or of ``version``, drawn by ``alias``). The same name with the same input returns the running execution
     (AWS's idempotency); with another input, or once it has closed, ExecutionAlreadyExists."""
     input_value = {} if input_value is None else input_value
     try:
@@ -606,6 +610,7 @@ async def start_execution(
         input_value,
         test_case,
         version,
+        alias if alias is not None else (str(version) if version is not None else None),
     )
     outcome = await _starter(engine).submit(request)
     if isinstance(outcome, ExecutionSummary):
@@ -623,6 +628,7 @@ class _Start:
     input_value: JSON
     test_case: str | None
     version: int | None
+    qualifier: str | None  # the version number or alias it was started through
 
 
 class _Starter:
@@ -734,6 +740,7 @@ async def _start_in(conn: AsyncConnection, request: _Start) -> ExecutionSummary 
         seed=secrets.randbits(62),
         at=at,
         test_case=request.test_case,
+        qualifier=request.qualifier,
     )
     if started:
         # Everything StartExecution reports is known here: no second transaction.
@@ -829,8 +836,11 @@ async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
                     e.c.stopped_at,
                     e.c.version,
                     queries.state_machines.c.arn,
+                    e.c.qualifier,
+                    queries.versions.c.version,
                 )
                 .join(queries.state_machines, queries.state_machines.c.id == e.c.state_machine_id)
+                .join(queries.versions, queries.versions.c.id == e.c.version_id)
                 .where(e.c.id == execution_id)
             )
         ).first()
@@ -850,6 +860,10 @@ async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
         started_at=queries.aware(row[8]),
         stopped_at=queries.aware(row[9]),
         events=row[10],
+        state_machine_version_arn=f"{row[11]}:{row[13]}" if row[12] else None,
+        state_machine_alias_arn=(
+            f"{row[11]}:{row[12]}" if row[12] and not row[12].isdigit() else None
+        ),
     )
 
 

@@ -126,6 +126,10 @@ def _execution(summary: control.ExecutionSummary, with_data: bool = True) -> dic
         if summary.status == "SUCCEEDED":
             out["output"] = json.dumps(summary.output)
             out["outputDetails"] = {"included": True}
+    if summary.state_machine_version_arn is not None:
+        out["stateMachineVersionArn"] = summary.state_machine_version_arn
+    if summary.state_machine_alias_arn is not None:
+        out["stateMachineAliasArn"] = summary.state_machine_alias_arn
     if summary.error is not None:
         out["error"] = summary.error
     if summary.cause is not None:
@@ -288,6 +292,7 @@ async def start_execution(engine: AsyncEngine, body: dict[str, JSON]) -> dict[st
         _string(body, "name", required=False),
         test_case=test_case or None,
         version=version,
+        alias=alias,
     )
     return {"executionArn": summary.arn, "startDate": _epoch(summary.started_at)}
 

@@ -223,6 +223,7 @@ async def start_execution(
     seed: int,
     at: datetime,
     test_case: str | None = None,
+    qualifier: str | None = None,
 ) -> bool:
     """Create an execution, due at once: its first decision writes ExecutionStarted (a row at
     version 0 is its own start request). False, and nothing written, if the state machine
@@ -240,6 +241,7 @@ async def start_execution(
         "version": 0,
         "wake_at": at,
         "test_case": test_case,
+        "qualifier": qualifier,
     }
     if is_postgres(conn):
         from sqlalchemy.dialects.postgresql import insert as pg_insert

@@ -94,6 +94,8 @@ class ExecutionRow(SQLModel, table=True):
     # An AWS Step Functions Local mock config test case (StartExecution with "arn#TestCase"):
     # its tasks are answered from the mock config instead of being run.
     test_case: str | None = Field(default=None, max_length=80)
+    # Started through a version ARN (its number) or an alias ARN (its name); None: unqualified.
+    qualifier: str | None = Field(default=None, max_length=80)
     # Fencing: the number of events in the history; an append names the version it extends.
     version: int = 0
     wake_at: datetime | None = Field(

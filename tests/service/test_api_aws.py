@@ -1103,6 +1103,9 @@ def test_versions_are_immutable_and_can_be_started_by_arn(api_server: Server, sf
     new = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
     assert json.loads(wait_status(api_server, sfn, old, "SUCCEEDED")["output"]) == "one"
     assert json.loads(wait_status(api_server, sfn, new, "SUCCEEDED")["output"]) == "two"
+    # Started through a version ARN, the execution says so; unqualified, it does not.
+    assert sfn.describe_execution(executionArn=old)["stateMachineVersionArn"] == v1
+    assert "stateMachineVersionArn" not in sfn.describe_execution(executionArn=new)
     with pytest.raises(sfn.exceptions.ResourceNotFound):
         sfn.describe_state_machine(stateMachineArn=f"{arn}:99")
 
@@ -1144,6 +1147,10 @@ def test_aliases_route_executions_to_versions_by_weight(api_server: Server, sfn:
         return out
 
     assert output_of(prod) == "one"
+    through_alias = sfn.start_execution(stateMachineArn=prod, input="{}")["executionArn"]
+    described = sfn.describe_execution(executionArn=through_alias)
+    assert described["stateMachineAliasArn"] == prod
+    assert described["stateMachineVersionArn"] == v1
     # Shift all traffic to version 2, then split it: both versions get executions.
     sfn.update_state_machine_alias(
         stateMachineAliasArn=prod,
