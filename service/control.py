@@ -14,7 +14,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -700,6 +700,30 @@ def _starter(engine: AsyncEngine) -> _Starter:
     return starter
 
 
+# The lookup of a start, built once per kind (constructing it per start cost more than running
+# it): the state machine, its latest version (or a given one) and the time.
+_START_LOOKUPS: dict[tuple[bool, bool], Any] = {}
+
+
+def _start_lookup(conn: AsyncConnection, latest: bool) -> Any:
+    sm, v = queries.state_machines, queries.versions
+    chosen = sa.select(v.c.id).where(v.c.state_machine_id == sm.c.id)
+    if latest:
+        chosen = chosen.order_by(v.c.version.desc()).limit(1)
+    else:
+        chosen = chosen.where(v.c.version == sa.bindparam("number"))
+    # Postgres reads its own clock; SQLite (one machine) takes the time as a parameter, so
+    # that the statement, built once, does not keep the time it was built at.
+    now = (
+        sa.func.statement_timestamp()
+        if queries.is_postgres(conn)
+        else sa.bindparam("now", type_=sa.DateTime(timezone=True))
+    )
+    return sa.select(sm.c.id, sm.c.arn, chosen.scalar_subquery(), now).where(
+        sm.c.name == sa.bindparam("machine"), sm.c.deleted_at.is_(None)
+    )
+
+
 async def _start_in(conn: AsyncConnection, request: _Start) -> ExecutionSummary | str:
     """Start one execution in ``conn``'s transaction: its summary, or the id of the running
     execution of the same name and input (AWS's idempotent start)."""
@@ -707,19 +731,13 @@ async def _start_in(conn: AsyncConnection, request: _Start) -> ExecutionSummary 
     execution_id, input_value = request.execution_id, request.input_value
     arn = execution_arn(state_machine, name)
     # One query: the state machine, the version to run, and the time.
-    sm, v = queries.state_machines, queries.versions
-    chosen = sa.select(v.c.id).where(v.c.state_machine_id == sm.c.id)
-    if version is None:
-        chosen = chosen.order_by(v.c.version.desc()).limit(1)
-    else:
-        chosen = chosen.where(v.c.version == version)
-    found = (
-        await conn.execute(
-            sa.select(sm.c.id, sm.c.arn, chosen.scalar_subquery(), queries.clock(conn)).where(
-                sm.c.name == state_machine, sm.c.deleted_at.is_(None)
-            )
+    lookup = _START_LOOKUPS.get((queries.is_postgres(conn), version is None))
+    if lookup is None:
+        lookup = _START_LOOKUPS[(queries.is_postgres(conn), version is None)] = _start_lookup(
+            conn, version is None
         )
-    ).first()
+    params = {"machine": state_machine, "number": version or 0, "now": datetime.now(UTC)}
+    found = (await conn.execute(lookup, params)).first()
     if found is None:
         await _state_machine_row(conn, state_machine)  # does not exist, or deleting
         raise StateMachineDoesNotExist(

@@ -211,6 +211,26 @@ async def load_version(conn: AsyncConnection, version_id: int) -> VersionRecord 
 # ---------------------------------------------------------------------------- executions
 
 
+# Built once: constructing the statement per start cost more than running it.
+_START_POSTGRES = sa.text(
+    f"""
+    WITH inserted AS (
+        INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
+                                started_at, seed, version, wake_at, test_case, qualifier)
+        VALUES (:id, :arn, :name, :state_machine_id, :version_id, :status, :input_ref,
+                :started_at, :seed, :version, :wake_at, :test_case, :qualifier)
+        ON CONFLICT (state_machine_id, name) DO NOTHING
+        RETURNING id
+    )
+    SELECT pg_notify('{NOTIFY_CHANNEL}', id) FROM inserted
+    """
+).bindparams(
+    sa.bindparam("started_at", type_=sa.DateTime(timezone=True)),
+    sa.bindparam("wake_at", type_=sa.DateTime(timezone=True)),
+    sa.bindparam("seed", type_=sa.BigInteger),
+)
+
+
 async def start_execution(
     conn: AsyncConnection,
     *,
@@ -244,20 +264,8 @@ async def start_execution(
         "qualifier": qualifier,
     }
     if is_postgres(conn):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
         # One round trip: the insert and the wake-up of the workers (delivered at commit).
-        inserted = (
-            pg_insert(executions)
-            .values(row)
-            .on_conflict_do_nothing(index_elements=["state_machine_id", "name"])
-            .returning(executions.c.id)
-            .cte("inserted")
-        )
-        statement = sa.select(
-            sa.func.pg_notify(NOTIFY_CHANNEL, inserted.c.id).label("notified")
-        ).select_from(inserted)
-        return (await conn.execute(statement)).first() is not None
+        return (await conn.execute(_START_POSTGRES, row)).first() is not None
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     result = await conn.execute(
