@@ -842,7 +842,9 @@ class Execution:
             self.commands.append(
                 StartTimer(f"timeout:{event.id}", self.now + timedelta(seconds=timeout))
             )
-        if heartbeat is not None:
+        # An activity's heartbeat clock starts when a worker takes it (ActivityStarted): before
+        # that nobody holds the token to beat with, and only TimeoutSeconds runs.
+        if heartbeat is not None and resources.parse_resource(resource).kind != "activity":
             self.commands.append(
                 StartTimer(f"heartbeat:{event.id}", self.now + timedelta(seconds=heartbeat))
             )
@@ -853,6 +855,17 @@ class Execution:
         details = resources.task_details(frame.state.get("Resource"))
         if isinstance(incoming, TaskStarted):
             self._emit(frame, self._task_event_type(frame, "Started"), details)
+            resource = frame.state.get("Resource")
+            if resources.parse_resource(resource).kind == "activity":
+                scheduled = self.events[incoming.task_id - 1]
+                heartbeat = scheduled.details.get("heartbeatInSeconds")
+                if heartbeat is not None:
+                    self.commands.append(
+                        StartTimer(
+                            f"heartbeat:{incoming.task_id}",
+                            self.now + timedelta(seconds=heartbeat),
+                        )
+                    )
         elif isinstance(incoming, TaskSubmitted):
             self._emit(frame, "TaskSubmitted", {**details, "output": incoming.output})
         elif isinstance(incoming, TaskSucceeded):

@@ -999,6 +999,33 @@ def test_an_activity_worker_takes_the_task_and_answers_it(api_server: Server, sf
         sfn.send_task_success(taskToken=task["taskToken"], output="{}")
 
 
+def test_activity_timeouts_fire_as_on_aws(api_server: Server, sfn: Any) -> None:
+    activity = sfn.create_activity(name=unique("slow"))["activityArn"]
+
+    def machine(timeout: int) -> str:
+        state = {"Type": "Task", "Resource": activity, "HeartbeatSeconds": 1, "End": True}
+        definition = {"StartAt": "Work", "States": {"Work": {**state, "TimeoutSeconds": timeout}}}
+        return create(sfn, definition, "act-timeout")
+
+    # Nobody takes the task: only TimeoutSeconds runs (the heartbeat clock starts when a
+    # worker takes it), so the task times out, not its heartbeat.
+    idle = sfn.start_execution(stateMachineArn=machine(2), input="{}")["executionArn"]
+    done = wait_status(api_server, sfn, idle, "FAILED")
+    assert done["error"] == "States.Timeout"
+    assert "ActivityTimedOut" in [e["type"] for e in all_events(sfn, idle)]
+    # A worker takes it and never beats: HeartbeatSeconds ends it sooner.
+    quiet = sfn.start_execution(stateMachineArn=machine(30), input="{}")["executionArn"]
+    task: dict[str, Any] = {}
+    deadline = time.monotonic() + 30
+    while not task.get("taskToken"):
+        assert time.monotonic() < deadline, "no activity task was handed out"
+        task = sfn.get_activity_task(activityArn=activity, workerName="quiet")
+    done = wait_status(api_server, sfn, quiet, "FAILED")
+    assert done["error"] == "States.HeartbeatTimeout"
+    with pytest.raises(sfn.exceptions.TaskTimedOut):
+        sfn.send_task_success(taskToken=task["taskToken"], output="{}")
+
+
 def test_get_activity_task_with_nothing_to_do_returns_no_token(sfn: Any) -> None:
     activity = sfn.create_activity(name=unique("idle"))["activityArn"]
     started = time.monotonic()
