@@ -41,7 +41,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -425,6 +425,9 @@ class HttpRunner:
     _running: set[asyncio.Task[None]] = field(default_factory=set)
     _tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # OAuth, by connection
     _hosts: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    # Called once results are committed: wakes this process's deciders at once (the embedded
+    # SQLite store has no NOTIFY; on Postgres it saves the round trip of one).
+    on_recorded: Callable[[], None] | None = None
     _results: list[Any] = field(default_factory=list)  # written by _write_results
     _writer: asyncio.Task[None] | None = None
     _next_start: dict[str, float] = field(default_factory=dict)
@@ -699,6 +702,8 @@ class HttpRunner:
                             ],
                             at,
                         )
+                    if self.on_recorded is not None:
+                        self.on_recorded()  # this process's deciders need not wait to hear
                     break
                 except Exception as exc:  # the lease runs out and the task runs again
                     log.warning("http task results not recorded yet (%s); retrying", exc)

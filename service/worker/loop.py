@@ -73,6 +73,7 @@ class Worker:
             per_host_rate=http_per_host_rate,
         )
         self._http_wake = asyncio.Event()
+        self.http_runner.on_recorded = lambda: self._notified("")
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
@@ -112,6 +113,10 @@ class Worker:
             try:
                 worked = await self.decider.decide_due()
                 backoff = 0.1
+                if worked and not is_postgres(self.url):
+                    # No NOTIFY on the embedded store: tell this process's runners that the
+                    # decision may have queued tasks.
+                    self._notified(queries.TASKS_NOTICE)
             except queries.StaleVersion:
                 continue  # another worker moved it on; the row is free again
             except Exception as exc:  # the database went away, or a driver error
