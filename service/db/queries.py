@@ -283,10 +283,7 @@ async def enqueue(
     inbox row itself makes a running execution due (claim_due looks at the inbox), so this
     never waits for a decision in progress on the execution's row, and no wake-up is lost:
     a row the decision did not take makes the execution due again when it commits."""
-    await conn.execute(
-        inbox.insert().values(execution_id=execution_id, kind=kind, body=_text(body), created_at=at)
-    )
-    await notify(conn, execution_id)
+    await enqueue_many(conn, [(execution_id, kind, body)], at)
 
 
 async def enqueue_many(
@@ -679,6 +676,34 @@ class Decision:
     output_ref: str | None = None
 
 
+# One execution's row after a decision (built once; the values are parameters).
+_FINISH_ONE = (
+    executions.update()
+    .where(
+        executions.c.id == sa.bindparam("b_id"),
+        executions.c.version == sa.bindparam("b_expected"),
+    )
+    .values(
+        version=sa.bindparam("b_version"),
+        status=sa.bindparam("b_status"),
+        wake_at=sa.case(
+            (
+                sa.bindparam("b_status") == "RUNNING",
+                sa.select(sa.func.min(timers.c.fire_at))
+                .where(timers.c.execution_id == executions.c.id)
+                .scalar_subquery(),
+            ),
+            else_=sa.null(),
+        ),
+        stopped_at=sa.bindparam("b_stopped_at"),
+        error=sa.bindparam("b_error"),
+        cause=sa.bindparam("b_cause"),
+        output_ref=sa.bindparam("b_output_ref"),
+    )
+    .returning(executions.c.id)
+)
+
+
 async def finish_decisions(conn: AsyncConnection, decisions: Sequence[Decision]) -> None:
     """Move each execution to its new version (fencing on the version it was read at) and
     status; a running execution sleeps until its earliest timer. A closed execution's row
@@ -686,52 +711,23 @@ async def finish_decisions(conn: AsyncConnection, decisions: Sequence[Decision])
     loses what its last close recorded). Raises StaleVersion if any execution moved on."""
     if not decisions:
         return
-    wake = sa.case(
-        (
-            sa.bindparam("b_status") == "RUNNING",
-            sa.select(sa.func.min(timers.c.fire_at))
-            .where(timers.c.execution_id == executions.c.id)
-            .scalar_subquery(),
-        ),
-        else_=sa.null(),
-    )
-    statement = (
-        executions.update()
-        .where(
-            executions.c.id == sa.bindparam("b_id"),
-            executions.c.version == sa.bindparam("b_expected"),
-        )
-        .values(
-            version=sa.bindparam("b_version"),
-            status=sa.bindparam("b_status"),
-            wake_at=wake,
-            stopped_at=sa.bindparam("b_stopped_at"),
-            error=sa.bindparam("b_error"),
-            cause=sa.bindparam("b_cause"),
-            output_ref=sa.bindparam("b_output_ref"),
-        )
-        .returning(executions.c.id)
-    )
-    rows = [
-        {
-            "b_id": d.execution_id,
-            "b_expected": d.expected_version,
-            "b_version": d.new_version,
-            "b_status": d.status,
-            "b_stopped_at": d.stopped_at,
-            "b_error": d.error,
-            "b_cause": d.cause,
-            "b_output_ref": d.output_ref,
-        }
-        for d in decisions
-    ]
     moved: set[str] = set()
-    if is_postgres(conn) and len(rows) > 1:
+    if is_postgres(conn) and len(decisions) > 1:
         moved.update(await _finish_many_postgres(conn, decisions))
     else:
         # RETURNING tells which rows moved, so a stale version is caught.
-        for row in rows:
-            moved.update(r[0] for r in await conn.execute(statement, row))
+        for d in decisions:
+            row = {
+                "b_id": d.execution_id,
+                "b_expected": d.expected_version,
+                "b_version": d.new_version,
+                "b_status": d.status,
+                "b_stopped_at": d.stopped_at,
+                "b_error": d.error,
+                "b_cause": d.cause,
+                "b_output_ref": d.output_ref,
+            }
+            moved.update(r[0] for r in await conn.execute(_FINISH_ONE, row))
     for decision in decisions:
         if decision.execution_id not in moved:
             raise StaleVersion(decision.execution_id, decision.expected_version)

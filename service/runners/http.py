@@ -229,6 +229,14 @@ class Outbound:
                 hosts.add(entry.lower().rstrip("."))
         return cls(frozenset(hosts), tuple(networks))
 
+    async def resolve_checked(self, url: urllib.parse.SplitResult) -> list[str]:
+        """The addresses of ``url``'s host, each checked (TaskFailure if one is refused)."""
+        host = url.hostname or ""
+        addresses = await resolve(host, url.port or (443 if url.scheme == "https" else 80))
+        for address in addresses:
+            self.check(host, address)
+        return addresses
+
     def check(self, host: str, address: str) -> None:
         """Raise TaskFailure unless ``address`` (``host`` resolved) may be reached."""
         ip = ipaddress.ip_address(address)
@@ -284,10 +292,7 @@ async def invoke(
     request = build_request(parameters)
     url = urllib.parse.urlsplit(request.url)
     host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    addresses = await resolve(host, port)
-    for address in addresses:
-        outbound.check(host, address)
+    addresses = await outbound.resolve_checked(url)
     # Connect to the address that was checked; Host and the TLS server name stay the host's.
     target = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
     netloc = f"{target}:{url.port}" if url.port else target
@@ -612,9 +617,7 @@ class HttpRunner:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         endpoint = found.parameters["tokenEndpoint"]
-        url = urllib.parse.urlsplit(endpoint)
-        for address in await resolve(url.hostname or "", url.port or 443):
-            self.outbound.check(url.hostname or "", address)
+        await self.outbound.resolve_checked(urllib.parse.urlsplit(endpoint))
         assert self.clients is not None
         form = {"grant_type": "client_credentials"}
         if found.parameters.get("scope"):

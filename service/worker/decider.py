@@ -1,9 +1,9 @@
-"""One decision of one execution, in one transaction.
+"""Decisions, a batch of executions in one transaction.
 
-A decider locks an execution that needs a decision (``wake_at`` due; Postgres skips rows other
-workers hold), folds its history (incrementally, from a small in-memory cache of folded
-executions when it has seen the execution before), lets the engine handle every waiting
-incoming event and due timer, and writes the result in the same transaction: the new events,
+A decider locks the executions that need a decision (``wake_at`` due, or something in their
+inbox; Postgres skips rows other workers hold), folds their histories (incrementally, from a
+small in-memory cache of folded executions when it has seen one before), lets the engine handle
+every waiting incoming event and due timer, and writes the result in the same transaction: the new events,
 the outbox tasks and timers the commands ask for, the consumed inbox rows and fired timers,
 and the execution's new status, version and wake-up time.
 
@@ -50,7 +50,6 @@ from statemachine.events import (
 
 log = logging.getLogger("statewright.worker")
 JSON = Any
-_CLOSING = {"ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"}
 
 
 @dataclass(slots=True)
@@ -175,6 +174,7 @@ class Decider:
         """Each execution as its history leaves it: the cached fold brought up to date, or a
         fold of the whole history; the new events of all of them in one query."""
         wanted: dict[str, int] = {}
+        fresh: set[str] = set()  # folded from the whole history, not from the cache
         for work in works:
             claimed = work.claimed
             cached = self._folded.get(claimed.id)
@@ -184,6 +184,7 @@ class Decider:
                     wanted[claimed.id] = cached[0]
             else:
                 work.execution = Execution(work.machine)
+                fresh.add(claimed.id)
                 if claimed.version:
                     wanted[claimed.id] = 0
         histories = await queries.load_histories(conn, wanted)
@@ -203,7 +204,7 @@ class Decider:
                 continue
             if len(execution.events) != claimed.version:
                 self._folded.pop(claimed.id, None)
-                if (claimed.id in wanted and wanted[claimed.id] == 0) or not claimed.version:
+                if claimed.id in fresh:  # the row and its events disagree
                     broken[claimed.id] = ValueError(
                         f"the execution row says {claimed.version} events, "
                         f"the history holds {len(execution.events)}"
