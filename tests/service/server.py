@@ -167,7 +167,12 @@ def _wait_healthy(server: Server, deadline: float) -> bool:
 
 
 def _launch(
-    database_url: str, backend: str, log_path: Path, workers: int, key: tuple[str, str]
+    database_url: str,
+    backend: str,
+    log_path: Path,
+    workers: int,
+    key: tuple[str, str],
+    command: str,
 ) -> Server:
     port = free_port()
     with log_path.open("ab") as out:  # the child keeps its own descriptor
@@ -178,7 +183,7 @@ def _launch(
                 sys.executable,
                 "-m",
                 "service.cli",
-                "serve",
+                command,
                 "--database-url",
                 database_url,
                 "--host",
@@ -199,15 +204,16 @@ def _launch(
 
 @contextlib.contextmanager
 def running_server(
-    database_url: str, log_path: Path, *, backend: str, workers: int = 2
+    database_url: str, log_path: Path, *, backend: str, workers: int = 2, command: str = "serve"
 ) -> Iterator[Server]:
-    """Start ``statewright serve`` on ``database_url``; yield it once healthy; stop it after."""
+    """Start ``statewright serve`` (or ``command``: ``dev``) on ``database_url``; yield it once
+    healthy; stop it after."""
     deadline = time.monotonic() + START_TIMEOUT_S
     server: Server | None = None
     key = create_key(database_url)
     try:
         for _ in range(START_ATTEMPTS):
-            server = _launch(database_url, backend, log_path, workers, key)
+            server = _launch(database_url, backend, log_path, workers, key, command)
             if _wait_healthy(server, deadline):
                 break
             _stop(server.process)

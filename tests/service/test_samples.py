@@ -4,9 +4,6 @@ serves the /demo endpoints they call) with its example input from definitions/ex
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.server import ROOT, free_port
+from tests.service.server import ROOT, running_server
 
 DEFINITIONS = ROOT / "definitions"
 SAMPLES = sorted(p.stem for p in DEFINITIONS.glob("*.json"))
@@ -23,37 +20,10 @@ SAMPLES = sorted(p.stem for p in DEFINITIONS.glob("*.json"))
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("dev")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
-    log = (folder / "dev.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "service.cli", "dev", "--port", str(port)),
-            *("--database-url", f"sqlite:///{folder / 'dev.db'}"),
-        ],
-        cwd=ROOT,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, (folder / "dev.log").read_text()
-        assert time.monotonic() < deadline, (folder / "dev.log").read_text()
-        time.sleep(0.1)
-    yield base
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with running_server(
+        f"sqlite:///{folder / 'dev.db'}", folder / "dev.log", backend="sqlite", command="dev"
+    ) as server:
+        yield server.base_url
 
 
 def _input(name: str, base: str, **changes: Any) -> Any:
