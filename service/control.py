@@ -13,9 +13,10 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -666,11 +667,8 @@ class _Starter:
         outcomes: list[ExecutionSummary | str | Exception] = []
         try:
             async with engine.begin() as conn:
-                for request, _ in batch:
-                    try:
-                        outcomes.append(await _start_in(conn, request))
-                    except ServiceError as exc:  # this start's own answer; the others go on
-                        outcomes.append(exc)
+                # Each start gets its own answer (or error); the others go on.
+                outcomes.extend(await _start_all_in(conn, [request for request, _ in batch]))
         except Exception as exc:
             if len(batch) > 1:
                 for item in batch:  # isolate the start the database refused
@@ -724,69 +722,108 @@ def _start_lookup(conn: AsyncConnection, latest: bool) -> Any:
     )
 
 
-async def _start_in(conn: AsyncConnection, request: _Start) -> ExecutionSummary | str:
-    """Start one execution in ``conn``'s transaction: its summary, or the id of the running
-    execution of the same name and input (AWS's idempotent start)."""
-    state_machine, name, version = request.state_machine, request.name, request.version
-    execution_id, input_value = request.execution_id, request.input_value
-    arn = execution_arn(state_machine, name)
-    # One query: the state machine, the version to run, and the time.
+async def _start_all_in(
+    conn: AsyncConnection, requests: Sequence[_Start]
+) -> list[ExecutionSummary | str | ServiceError]:
+    """Start executions in ``conn``'s transaction, with one lookup per state machine (and
+    version) and one INSERT for all: for each, its summary, the id of the running execution
+    of the same name and input (AWS's idempotent start), or its error."""
+    outcomes: list[ExecutionSummary | str | ServiceError | None] = [None] * len(requests)
+    targets: dict[tuple[str, int | None], tuple[int, str, int, datetime] | ServiceError] = {}
+    rows: list[queries.NewExecution] = []
+    for i, request in enumerate(requests):
+        key = (request.state_machine, request.version)
+        if key not in targets:
+            try:
+                targets[key] = await _start_target(conn, request)
+            except ServiceError as exc:
+                targets[key] = exc
+        target = targets[key]
+        if isinstance(target, ServiceError):
+            outcomes[i] = target
+            continue
+        sm_id, _, version_id, at = target
+        rows.append(
+            queries.NewExecution(
+                id=request.execution_id,
+                arn=execution_arn(request.state_machine, request.name),
+                name=request.name,
+                state_machine_id=sm_id,
+                version_id=version_id,
+                input_value=request.input_value,
+                seed=secrets.randbits(62),
+                at=at,
+                test_case=request.test_case,
+                qualifier=request.qualifier,
+            )
+        )
+    created = await queries.start_executions(conn, rows) if rows else set()
+    for i, request in enumerate(requests):
+        if outcomes[i] is not None:
+            continue
+        sm_id, sm_arn, _, at = cast(
+            tuple[int, str, int, datetime], targets[(request.state_machine, request.version)]
+        )
+        arn = execution_arn(request.state_machine, request.name)
+        if request.execution_id in created:
+            # Everything StartExecution reports is known here: no second transaction.
+            outcomes[i] = ExecutionSummary(
+                id=request.execution_id,
+                arn=arn,
+                name=request.name,
+                state_machine_arn=sm_arn,
+                status="RUNNING",
+                input=request.input_value,
+                output=None,
+                error=None,
+                cause=None,
+                started_at=at,
+                stopped_at=None,
+                events=0,
+            )
+            continue
+        try:
+            outcomes[i] = await _same_start(conn, sm_id, request, arn)
+        except ServiceError as exc:
+            outcomes[i] = exc
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _start_target(conn: AsyncConnection, request: _Start) -> tuple[int, str, int, datetime]:
+    """The state machine's id and ARN, the id of the version to run, and the time (one
+    query)."""
+    version = request.version
     lookup = _START_LOOKUPS.get((queries.is_postgres(conn), version is None))
     if lookup is None:
         lookup = _START_LOOKUPS[(queries.is_postgres(conn), version is None)] = _start_lookup(
             conn, version is None
         )
-    params = {"machine": state_machine, "number": version or 0, "now": datetime.now(UTC)}
+    params = {"machine": request.state_machine, "number": version or 0, "now": datetime.now(UTC)}
     found = (await conn.execute(lookup, params)).first()
     if found is None:
-        await _state_machine_row(conn, state_machine)  # does not exist, or deleting
+        await _state_machine_row(conn, request.state_machine)  # does not exist, or deleting
         raise StateMachineDoesNotExist(
-            f"State Machine Does Not Exist: '{state_machine_arn(state_machine)}'"
+            f"State Machine Does Not Exist: '{state_machine_arn(request.state_machine)}'"
         )
     sm_id, sm_arn, version_id, at = found
     if version_id is None:
         raise ResourceNotFound(f"State Machine Version Does Not Exist: '{sm_arn}:{version}'")
-    at = queries.aware(at)
-    started = await queries.start_execution(
-        conn,
-        execution_id=execution_id,
-        arn=arn,
-        name=name,
-        state_machine_id=sm_id,
-        version_id=version_id,
-        input_value=input_value,
-        seed=secrets.randbits(62),
-        at=at,
-        test_case=request.test_case,
-        qualifier=request.qualifier,
-    )
-    if started:
-        # Everything StartExecution reports is known here: no second transaction.
-        return ExecutionSummary(
-            id=execution_id,
-            arn=arn,
-            name=name,
-            state_machine_arn=sm_arn,
-            status="RUNNING",
-            input=input_value,
-            output=None,
-            error=None,
-            cause=None,
-            started_at=at,
-            stopped_at=None,
-            events=0,
-        )
-    # The name is taken: the same input of a running execution is the same start.
+    return sm_id, sm_arn, version_id, queries.aware(at)
+
+
+async def _same_start(conn: AsyncConnection, sm_id: int, request: _Start, arn: str) -> str:
+    """The name is taken: the same input of a running execution is the same start (its id);
+    anything else is ExecutionAlreadyExists."""
     e = queries.executions
     existing = (
         await conn.execute(
             sa.select(e.c.id, e.c.status, e.c.input_ref).where(
-                e.c.state_machine_id == sm_id, e.c.name == name
+                e.c.state_machine_id == sm_id, e.c.name == request.name
             )
         )
     ).one()
     stored = (await queries.load_payloads(conn, [existing[2]]))[existing[2]]
-    if existing[1] != "RUNNING" or stored != input_value:
+    if existing[1] != "RUNNING" or stored != request.input_value:
         raise ExecutionAlreadyExists(f"Execution Already Exists: '{arn}'")
     found_id: str = existing[0]
     return found_id

@@ -276,6 +276,85 @@ async def start_execution(
     return bool(result.rowcount == 1)
 
 
+_START_MANY_POSTGRES = sa.text(
+    f"""
+    WITH inserted AS (
+        INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
+                                started_at, seed, version, wake_at, test_case, qualifier)
+        SELECT id, arn, name, state_machine_id, version_id, 'RUNNING', input_ref, started_at,
+               seed, 0, started_at, test_case, qualifier
+        FROM unnest(
+            CAST(:ids AS varchar[]), CAST(:arns AS varchar[]), CAST(:names AS varchar[]),
+            CAST(:machines AS integer[]), CAST(:versions AS integer[]),
+            CAST(:inputs AS text[]), CAST(:started_at AS timestamptz[]),
+            CAST(:seeds AS bigint[]), CAST(:test_cases AS varchar[]),
+            CAST(:qualifiers AS varchar[])
+        ) AS given(id, arn, name, state_machine_id, version_id, input_ref, started_at, seed,
+                   test_case, qualifier)
+        ON CONFLICT (state_machine_id, name) DO NOTHING
+        RETURNING id
+    )
+    SELECT id, pg_notify('{NOTIFY_CHANNEL}', id) FROM inserted
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewExecution:
+    """The row of an execution to start (start_executions)."""
+
+    id: str
+    arn: str
+    name: str
+    state_machine_id: int
+    version_id: int
+    input_value: JSON
+    seed: int
+    at: datetime
+    test_case: str | None = None
+    qualifier: str | None = None
+
+
+async def start_executions(conn: AsyncConnection, starts: Sequence[NewExecution]) -> set[str]:
+    """start_execution() for several executions in one statement (Postgres): the ids of those
+    created; the others' names were taken (possibly by an earlier one of ``starts``)."""
+    if not is_postgres(conn):
+        created: set[str] = set()
+        for start in starts:
+            if await start_execution(
+                conn,
+                execution_id=start.id,
+                arn=start.arn,
+                name=start.name,
+                state_machine_id=start.state_machine_id,
+                version_id=start.version_id,
+                input_value=start.input_value,
+                seed=start.seed,
+                at=start.at,
+                test_case=start.test_case,
+                qualifier=start.qualifier,
+            ):
+                created.add(start.id)
+        return created
+    inputs = [await store_payload(conn, start.input_value) for start in starts]
+    result = await conn.execute(
+        _START_MANY_POSTGRES,
+        {
+            "ids": [s.id for s in starts],
+            "arns": [s.arn for s in starts],
+            "names": [s.name for s in starts],
+            "machines": [s.state_machine_id for s in starts],
+            "versions": [s.version_id for s in starts],
+            "inputs": inputs,
+            "started_at": [s.at for s in starts],
+            "seeds": [s.seed for s in starts],
+            "test_cases": [s.test_case for s in starts],
+            "qualifiers": [s.qualifier for s in starts],
+        },
+    )
+    return {row[0] for row in result}
+
+
 async def enqueue(
     conn: AsyncConnection, execution_id: str, kind: str, body: Mapping[str, JSON], at: datetime
 ) -> None:
