@@ -8,15 +8,16 @@ map them (REST status codes, awsJson ``__type``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -666,7 +667,7 @@ class _Starter:
     ) -> None:
         outcomes: list[ExecutionSummary | str | Exception] = []
         try:
-            async with engine.begin() as conn:
+            async with _start_connection(engine) as conn:
                 # Each start gets its own answer (or error); the others go on.
                 outcomes.extend(await _start_all_in(conn, [request for request, _ in batch]))
         except Exception as exc:
@@ -684,6 +685,18 @@ class _Starter:
                 future.set_result(outcome)
 
 
+@contextlib.asynccontextmanager
+async def _start_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Where starts are written. Postgres: autocommit (a batch is one statement, atomic by
+    itself: no BEGIN and COMMIT round trips); SQLite: a transaction."""
+    if queries.is_postgres(engine):
+        async with engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+    else:
+        async with engine.begin() as conn:
+            yield conn
+
+
 _STARTERS: dict[tuple[int, int], _Starter] = {}
 
 
@@ -698,8 +711,9 @@ def _starter(engine: AsyncEngine) -> _Starter:
     return starter
 
 
-# The lookup of a start, built once per kind (constructing it per start cost more than running
-# it): the state machine, its latest version (or a given one) and the time.
+# The lookup of a start on SQLite, built once per kind (constructing it per start cost more
+# than running it): the state machine and its latest version (or a given one). Postgres
+# looks up and inserts in one statement (queries.start_all).
 _START_LOOKUPS: dict[tuple[bool, bool], Any] = {}
 
 
@@ -725,28 +739,20 @@ def _start_lookup(conn: AsyncConnection, latest: bool) -> Any:
 async def _start_all_in(
     conn: AsyncConnection, requests: Sequence[_Start]
 ) -> list[ExecutionSummary | str | ServiceError]:
-    """Start executions in ``conn``'s transaction, with one lookup per state machine (and
-    version) and one INSERT for all: for each, its summary, the id of the running execution
-    of the same name and input (AWS's idempotent start), or its error."""
-    outcomes: list[ExecutionSummary | str | ServiceError | None] = [None] * len(requests)
-    targets: dict[tuple[str, int | None], tuple[int, str, int, datetime] | ServiceError] = {}
-    rows: list[queries.NewExecution] = []
-    for i, request in enumerate(requests):
-        key = (request.state_machine, request.version)
-        if key not in targets:
-            try:
-                targets[key] = await _start_target(conn, request)
-            except ServiceError as exc:
-                targets[key] = exc
-        target = targets[key]
-        if isinstance(target, ServiceError):
-            outcomes[i] = target
-            continue
-        sm_id, _, version_id, at = target
-        rows.append(
-            queries.NewExecution(
-                id=request.execution_id,
-                arn=execution_arn(request.state_machine, request.name),
+    """Start executions on ``conn``: for each, its summary, the id of the running execution
+    of the same name and input (AWS's idempotent start), or its error. On Postgres all of
+    them are one statement; on SQLite (one writer, in a transaction) one after another."""
+    if queries.is_postgres(conn):
+        return await _start_all_postgres(conn, requests)
+    outcomes: list[ExecutionSummary | str | ServiceError] = []
+    for request in requests:
+        arn = execution_arn(request.state_machine, request.name)
+        try:
+            sm_id, sm_arn, version_id, at = await _start_target(conn, request)
+            created = await queries.start_execution(
+                conn,
+                execution_id=request.execution_id,
+                arn=arn,
                 name=request.name,
                 state_machine_id=sm_id,
                 version_id=version_id,
@@ -756,37 +762,75 @@ async def _start_all_in(
                 test_case=request.test_case,
                 qualifier=request.qualifier,
             )
-        )
-    created = await queries.start_executions(conn, rows) if rows else set()
-    for i, request in enumerate(requests):
-        if outcomes[i] is not None:
-            continue
-        sm_id, sm_arn, _, at = cast(
-            tuple[int, str, int, datetime], targets[(request.state_machine, request.version)]
-        )
-        arn = execution_arn(request.state_machine, request.name)
-        if request.execution_id in created:
-            # Everything StartExecution reports is known here: no second transaction.
-            outcomes[i] = ExecutionSummary(
-                id=request.execution_id,
-                arn=arn,
-                name=request.name,
-                state_machine_arn=sm_arn,
-                status="RUNNING",
-                input=request.input_value,
-                output=None,
-                error=None,
-                cause=None,
-                started_at=at,
-                stopped_at=None,
-                events=0,
-            )
-            continue
-        try:
-            outcomes[i] = await _same_start(conn, sm_id, request, arn)
+            if created:
+                outcomes.append(_started_summary(request, arn, sm_arn, at))
+            else:
+                outcomes.append(await _same_start(conn, sm_id, request, arn))
         except ServiceError as exc:
-            outcomes[i] = exc
-    return [outcome for outcome in outcomes if outcome is not None]
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _start_all_postgres(
+    conn: AsyncConnection, requests: Sequence[_Start]
+) -> list[ExecutionSummary | str | ServiceError]:
+    started = await queries.start_all(
+        conn,
+        [
+            queries.StartRequest(
+                id=request.execution_id,
+                arn=execution_arn(request.state_machine, request.name),
+                name=request.name,
+                machine=request.state_machine,
+                version=request.version,
+                input_value=request.input_value,
+                seed=secrets.randbits(62),
+                test_case=request.test_case,
+                qualifier=request.qualifier,
+            )
+            for request in requests
+        ],
+    )
+    outcomes: list[ExecutionSummary | str | ServiceError] = []
+    for request in requests:
+        arn = execution_arn(request.state_machine, request.name)
+        found = started.get(request.execution_id)
+        try:
+            if found is None:  # no such state machine (or being deleted): say which
+                await _state_machine_row(conn, request.state_machine)
+                raise StateMachineDoesNotExist(
+                    f"State Machine Does Not Exist: '{state_machine_arn(request.state_machine)}'"
+                )
+            if found.version_id is None:
+                raise ResourceNotFound(
+                    "State Machine Version Does Not Exist: "
+                    f"'{found.state_machine_arn}:{request.version}'"
+                )
+            if found.created:
+                outcomes.append(_started_summary(request, arn, found.state_machine_arn, found.at))
+            else:
+                outcomes.append(await _same_start(conn, found.state_machine_id, request, arn))
+        except ServiceError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _started_summary(request: _Start, arn: str, sm_arn: str, at: datetime) -> ExecutionSummary:
+    """What StartExecution reports of a start it made: all known without another query."""
+    return ExecutionSummary(
+        id=request.execution_id,
+        arn=arn,
+        name=request.name,
+        state_machine_arn=sm_arn,
+        status="RUNNING",
+        input=request.input_value,
+        output=None,
+        error=None,
+        cause=None,
+        started_at=at,
+        stopped_at=None,
+        events=0,
+    )
 
 
 async def _start_target(conn: AsyncConnection, request: _Start) -> tuple[int, str, int, datetime]:

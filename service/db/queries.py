@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.tables import (
     PAYLOAD_INLINE_LIMIT,
@@ -55,8 +55,8 @@ def _text(value: JSON) -> str:
     return _ENCODER.encode(value)
 
 
-def is_postgres(conn: AsyncConnection) -> bool:
-    """Whether the connection is to Postgres (else SQLite)."""
+def is_postgres(conn: AsyncConnection | AsyncEngine) -> bool:
+    """Whether the connection (or engine) is to Postgres (else SQLite)."""
     return conn.dialect.name == "postgresql"
 
 
@@ -276,83 +276,86 @@ async def start_execution(
     return bool(result.rowcount == 1)
 
 
-_START_MANY_POSTGRES = sa.text(
+_START_ALL_POSTGRES = sa.text(
     f"""
-    WITH inserted AS (
-        INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
-                                started_at, seed, version, wake_at, test_case, qualifier)
-        SELECT id, arn, name, state_machine_id, version_id, 'RUNNING', input_ref, started_at,
-               seed, 0, started_at, test_case, qualifier
-        FROM unnest(
+    WITH given AS (
+        SELECT * FROM unnest(
             CAST(:ids AS varchar[]), CAST(:arns AS varchar[]), CAST(:names AS varchar[]),
-            CAST(:machines AS integer[]), CAST(:versions AS integer[]),
-            CAST(:inputs AS text[]), CAST(:started_at AS timestamptz[]),
+            CAST(:machines AS varchar[]), CAST(:numbers AS integer[]), CAST(:inputs AS text[]),
             CAST(:seeds AS bigint[]), CAST(:test_cases AS varchar[]),
             CAST(:qualifiers AS varchar[])
-        ) AS given(id, arn, name, state_machine_id, version_id, input_ref, started_at, seed,
-                   test_case, qualifier)
+        ) AS g(id, arn, name, machine, number, input_ref, seed, test_case, qualifier)
+    ), target AS (
+        SELECT g.*, sm.id AS sm_id, sm.arn AS sm_arn,
+            (SELECT v.id FROM state_machine_versions AS v
+             WHERE v.state_machine_id = sm.id AND (g.number IS NULL OR v.version = g.number)
+             ORDER BY v.version DESC LIMIT 1) AS version_id
+        FROM given AS g
+        JOIN state_machines AS sm ON sm.name = g.machine AND sm.deleted_at IS NULL
+    ), inserted AS (
+        INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
+                                started_at, seed, version, wake_at, test_case, qualifier)
+        SELECT id, arn, name, sm_id, version_id, 'RUNNING', input_ref, statement_timestamp(),
+               seed, 0, statement_timestamp(), test_case, qualifier
+        FROM target WHERE version_id IS NOT NULL
         ON CONFLICT (state_machine_id, name) DO NOTHING
         RETURNING id
     )
-    SELECT id, pg_notify('{NOTIFY_CHANNEL}', id) FROM inserted
+    SELECT t.id, t.sm_id, t.sm_arn, t.version_id, statement_timestamp(), i.id IS NOT NULL,
+           CASE WHEN i.id IS NOT NULL THEN pg_notify('{NOTIFY_CHANNEL}', t.id) END
+    FROM target AS t LEFT JOIN inserted AS i ON i.id = t.id
     """
 )
 
 
 @dataclass(frozen=True, slots=True)
-class NewExecution:
-    """The row of an execution to start (start_executions)."""
+class StartRequest:
+    """An execution to start (start_all): the state machine by name, and the version to run
+    (None: the latest)."""
 
     id: str
     arn: str
     name: str
-    state_machine_id: int
-    version_id: int
+    machine: str
+    version: int | None
     input_value: JSON
     seed: int
-    at: datetime
     test_case: str | None = None
     qualifier: str | None = None
 
 
-async def start_executions(conn: AsyncConnection, starts: Sequence[NewExecution]) -> set[str]:
-    """start_execution() for several executions in one statement (Postgres): the ids of those
-    created; the others' names were taken (possibly by an earlier one of ``starts``)."""
-    if not is_postgres(conn):
-        created: set[str] = set()
-        for start in starts:
-            if await start_execution(
-                conn,
-                execution_id=start.id,
-                arn=start.arn,
-                name=start.name,
-                state_machine_id=start.state_machine_id,
-                version_id=start.version_id,
-                input_value=start.input_value,
-                seed=start.seed,
-                at=start.at,
-                test_case=start.test_case,
-                qualifier=start.qualifier,
-            ):
-                created.add(start.id)
-        return created
-    inputs = [await store_payload(conn, start.input_value) for start in starts]
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What start_all did with a StartRequest."""
+
+    state_machine_id: int
+    state_machine_arn: str
+    version_id: int | None  # None: the state machine has no such version (nothing written)
+    at: datetime
+    created: bool  # False: the state machine already has an execution of this name
+
+
+async def start_all(conn: AsyncConnection, requests: Sequence[StartRequest]) -> dict[str, Started]:
+    """Start executions on Postgres in one statement (one round trip, atomic on its own):
+    each is looked up (state machine, version), inserted due at once (a row at version 0 is
+    its own start request) and announced to the workers. Requests whose state machine does
+    not exist (or is being deleted) are missing from the answer."""
+    inputs = [await store_payload(conn, request.input_value) for request in requests]
     result = await conn.execute(
-        _START_MANY_POSTGRES,
+        _START_ALL_POSTGRES,
         {
-            "ids": [s.id for s in starts],
-            "arns": [s.arn for s in starts],
-            "names": [s.name for s in starts],
-            "machines": [s.state_machine_id for s in starts],
-            "versions": [s.version_id for s in starts],
+            "ids": [r.id for r in requests],
+            "arns": [r.arn for r in requests],
+            "names": [r.name for r in requests],
+            "machines": [r.machine for r in requests],
+            "numbers": [r.version for r in requests],
             "inputs": inputs,
-            "started_at": [s.at for s in starts],
-            "seeds": [s.seed for s in starts],
-            "test_cases": [s.test_case for s in starts],
-            "qualifiers": [s.qualifier for s in starts],
+            "seeds": [r.seed for r in requests],
+            "test_cases": [r.test_case for r in requests],
+            "qualifiers": [r.qualifier for r in requests],
         },
     )
-    return {row[0] for row in result}
+    return {row[0]: Started(row[1], row[2], row[3], aware(row[4]), bool(row[5])) for row in result}
 
 
 async def enqueue(
