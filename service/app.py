@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from service import control
-from service.api import aws, demo, rest
+from service.api import aws, demo, hooks, rest
 from service.auth import Authenticator, AuthError
 from service.db.engine import create_engine
 from service.sealing import Sealer
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_REST_BODY_BYTES)
     app.include_router(rest.router)
     app.include_router(rest.callbacks)
+    app.include_router(hooks.router)
     if settings.demo:
         app.include_router(demo.router)
 

@@ -236,6 +236,11 @@ async def _state_machine_row(conn: AsyncConnection, name: str, deleting_ok: bool
     return row
 
 
+async def state_machine_row(conn: AsyncConnection, name: str) -> Any:
+    """The row of the state machine ``name``; StateMachineDoesNotExist (or Deleting)."""
+    return await _state_machine_row(conn, name)
+
+
 async def _running(conn: AsyncConnection, state_machine_id: int) -> bool:
     e = queries.executions
     found = await conn.execute(

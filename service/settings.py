@@ -37,5 +37,11 @@ class Settings(BaseSettings):
     http_per_host: int = 32  # ... of which to one host
     http_per_host_rate: float = 0.0  # requests started per second to one host (0: no limit)
     http_timeout_seconds: float = 60.0  # per request (AWS: about 60 s, then States.Http.Socket)
+    # Status webhooks: per attempt, the first retry after this (doubling up to an hour), and
+    # how long a delivery is retried before it is dead-lettered (AWS EventBridge: 24 h).
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 1.0
+    webhook_max_age_seconds: float = 86400.0
+    webhook_concurrency: int = 16  # deliveries in flight per worker process
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

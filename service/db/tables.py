@@ -234,3 +234,50 @@ class ConnectionRow(SQLModel, table=True):
     parameters: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     secret_sealed: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = Field(sa_column=_now_column())
+
+
+class WebhookRow(SQLModel, table=True):
+    """A status webhook: every status change of the executions it covers (one state machine
+    or all; some statuses or all) is delivered to ``url``, signed with the secret, which the
+    database keeps sealed with the server key."""
+
+    __tablename__ = "webhooks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    url: str = Field(max_length=2048)
+    secret_sealed: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    state_machine: str | None = Field(default=None, max_length=80)  # its name; None: all
+    statuses: str = Field(default="", max_length=128)  # comma-separated; "": all
+    enabled: bool = True
+    created_at: datetime = Field(sa_column=_now_column())
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """One status change event for one webhook: written in the transaction of the status
+    change (the durable outbox of deliveries), then sent until the receiver accepts it or its
+    retries run out (``DEAD``). Per webhook and execution, deliveries go out in ``id`` order."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_order", "webhook_id", "execution_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhooks.id")
+    execution_id: str = Field(max_length=36)
+    body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    status: str = Field(default="PENDING", max_length=16)  # PENDING RUNNING DELIVERED DEAD
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_now_column())
+    created_at: datetime = Field(sa_column=_now_column())
+    delivered_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=512)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claim_expires_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )

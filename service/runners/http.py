@@ -207,6 +207,15 @@ def _form(body: dict[str, JSON], array_format: JSON) -> str:
 # ---------------------------------------------------------------------------- outbound rules
 
 
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """Where to send a request whose destination was checked (Outbound.pin)."""
+
+    url: str  # the URL with the checked address in place of the host name
+    host_header: str
+    extensions: dict[str, str] | None  # the TLS server name for https
+
+
 @dataclass(frozen=True)
 class Outbound:
     """Which destinations HTTP tasks may reach."""
@@ -236,6 +245,20 @@ class Outbound:
         for address in addresses:
             self.check(host, address)
         return addresses
+
+    async def pin(self, raw_url: str) -> Pinned:
+        """``raw_url`` resolved and checked, to be sent to the address that was checked (so a
+        second DNS answer cannot slip past the check); Host and the TLS server name stay the
+        host's."""
+        url = urllib.parse.urlsplit(raw_url)
+        addresses = await self.resolve_checked(url)
+        target = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+        netloc = f"{target}:{url.port}" if url.port else target
+        return Pinned(
+            urllib.parse.urlunsplit((url.scheme, netloc, url.path, url.query, url.fragment)),
+            url.netloc.rpartition("@")[2],
+            {"sni_hostname": url.hostname or ""} if url.scheme == "https" else None,
+        )
 
     def check(self, host: str, address: str) -> None:
         """Raise TaskFailure unless ``address`` (``host`` resolved) may be reached."""
@@ -290,29 +313,23 @@ async def invoke(
     """Send the request (with a connection's ``auth_headers``); return the task output or
     raise TaskFailure."""
     request = build_request(parameters)
-    url = urllib.parse.urlsplit(request.url)
-    host = url.hostname or ""
-    addresses = await outbound.resolve_checked(url)
-    # Connect to the address that was checked; Host and the TLS server name stay the host's.
-    target = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
-    netloc = f"{target}:{url.port}" if url.port else target
-    pinned = urllib.parse.urlunsplit((url.scheme, netloc, url.path, url.query, url.fragment))
+    target = await outbound.pin(request.url)
     headers = [
         *request.headers,
         *auth_headers,
-        ("Host", url.netloc.rpartition("@")[2]),
+        ("Host", target.host_header),
         ("Idempotency-Key", idempotency_key),
         ("User-Agent", "Statewright|HttpInvoke"),
     ]
     try:
         response = await client.request(
             request.method,
-            pinned,
+            target.url,
             headers=headers,
             params=httpx.QueryParams(tuple(request.params)),
             content=request.content,
             timeout=timeout,
-            extensions={"sni_hostname": host} if url.scheme == "https" else None,
+            extensions=target.extensions,
         )
     except httpx.TimeoutException:
         raise TaskFailure(

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service import webhooks
 from service.db import queries
 from statemachine import Execution, StateMachine, parse
 from statemachine.events import (
@@ -282,9 +283,15 @@ class Decider:
         timers_created: dict[tuple[str, str], datetime] = {}
         closed_ids: list[str] = []
         finished: list[queries.Decision] = []
+        changes: list[webhooks.StatusChange] = []
         for work in decided:
             claimed, execution = work.claimed, work.execution
             assert execution is not None
+            changes.extend(
+                webhooks.changes_of(
+                    claimed.id, work.record.name, work.record.arn, execution, execution.new_events
+                )
+            )
             # Tasks that stopped waiting (answered, timed out, aborted) close their outbox
             # rows, so a late callback with their token gets TaskTimedOut and a runner stops
             # retrying them.
@@ -311,6 +318,8 @@ class Decider:
         await queries.replace_timers(conn, timers_deleted, timers_created)
         await queries.delete_all_timers(conn, closed_ids)
         await queries.finish_decisions(conn, finished)
+        # Status webhooks: their deliveries commit (or roll back) with the status change.
+        await webhooks.record(conn, changes, at)
 
     async def _row(
         self, conn: AsyncConnection, claimed: queries.Claimed, execution: Execution, at: datetime
@@ -359,6 +368,28 @@ class Decider:
                 )
             )
         await queries.delete_all_timers(conn, [item.id for item in claimed])
+        inputs = await queries.load_payloads(conn, [item.input_ref for item in claimed])
+        changes = []
+        for item in claimed:
+            _, _, region, account, _, machine, _ = item.arn.split(":", 6)
+            changes.append(
+                webhooks.StatusChange(
+                    item.id,
+                    machine,
+                    "FAILED",
+                    webhooks.status_event(
+                        execution_arn=item.arn,
+                        state_machine_arn=f"arn:aws:states:{region}:{account}:stateMachine:{machine}",
+                        status="FAILED",
+                        at=at,
+                        start=item.started_at,
+                        input_value=inputs[item.input_ref],
+                        error="States.Runtime",
+                        cause="Statewright could not process this execution's history",
+                    ),
+                )
+            )
+        await webhooks.record(conn, changes, at)
 
 
 def _to_incoming(kind: str, body: dict[str, JSON], at: datetime) -> Incoming:

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
@@ -50,6 +51,10 @@ class Worker:
         secret_key: str | None = None,
         http_per_host: int = 32,
         http_per_host_rate: float = 0.0,
+        webhook_timeout_seconds: float = 10.0,
+        webhook_retry_base_seconds: float = 1.0,
+        webhook_max_age_seconds: float = 86400.0,
+        webhook_concurrency: int = 16,
     ) -> None:
         self.url = normalize_url(database_url)
         # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
@@ -60,11 +65,14 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.mock_runner = MockRunner(self.engine, mock_config) if mock_config else None
         self.express_retention = timedelta(seconds=express_retention_seconds)
+        worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        outbound = Outbound.parse(http_allow.split(","))
+        sealer = Sealer(secret_key) if secret_key else None
         self.http_runner = HttpRunner(
             self.engine,
-            Outbound.parse(http_allow.split(",")),
-            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            sealer=Sealer(secret_key) if secret_key else None,
+            outbound,
+            worker_id=worker_id,
+            sealer=sealer,
             concurrency=http_concurrency,
             timeout=http_timeout_seconds,
             # Held past any request's timeout: a lease that runs out means its worker died.
@@ -72,6 +80,17 @@ class Worker:
             per_host=http_per_host,
             per_host_rate=http_per_host_rate,
         )
+        self.deliverer = webhooks.Deliverer(
+            self.engine,
+            outbound,
+            worker_id,
+            sealer,
+            concurrency=webhook_concurrency,
+            timeout=webhook_timeout_seconds,
+            retry_base=webhook_retry_base_seconds,
+            max_age=webhook_max_age_seconds,
+        )
+        self._hooks_wake = asyncio.Event()
         self._http_wake = asyncio.Event()
         self.http_runner.on_recorded = lambda: self._notified("")
         self.stopping = asyncio.Event()
@@ -94,6 +113,7 @@ class Worker:
                 lanes.append(self._mock_lane())
             lanes.append(self._retention_lane())
             lanes.append(self._http_lane())
+            lanes.append(self._webhook_lane())
             await asyncio.gather(*lanes)
         finally:
             if listener is not None:
@@ -166,6 +186,25 @@ class Worker:
                 await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
         await self.http_runner.close()
 
+    async def _webhook_lane(self) -> None:
+        """Deliver status webhooks as they fall due; on stop, let those in flight finish."""
+        wake = self._hooks_wake
+        while not self.stopping.is_set():
+            wake.clear()
+            try:
+                started = await self.deliverer.run_some()
+                pause = None if started else await self.deliverer.seconds_to_next()
+            except Exception as exc:  # the database is away: try again later
+                log.warning("webhooks: %s", exc)
+                started, pause = 0, None
+            if not started:
+                seconds = self.poll_seconds if pause is None else min(pause, self.poll_seconds)
+                # SQLite has no NOTIFY: poll briefly there.
+                if not is_postgres(self.url):
+                    seconds = min(seconds, 0.1)
+                await self._sleep(wake, seconds)
+        await self.deliverer.close()
+
     async def _retention_lane(self) -> None:
         """Forget closed EXPRESS executions once they are older than the retention (AWS keeps
         no Express history at all; here they stay describable for a while). Every worker
@@ -187,13 +226,16 @@ class Worker:
         for wake in self._lane_wakes:
             wake.set()
         self._http_wake.set()
+        self._hooks_wake.set()
 
     def _notified(self, payload: str) -> None:
         """New outbox tasks wake the runners. Anything else became due for a decision: wake
         one sleeping decision lane (it takes a batch of what is due; waking every lane of
         every worker for each start would cost a query each), or, when none sleeps, flag
         every lane so that none goes to sleep without looking again."""
-        if payload.startswith(queries.TASKS_NOTICE):
+        if payload.startswith(webhooks.HOOKS_NOTICE):
+            self._hooks_wake.set()
+        elif payload.startswith(queries.TASKS_NOTICE):
             if self._mock_wake is not None:
                 self._mock_wake.set()
             self._http_wake.set()
@@ -250,6 +292,10 @@ def settings_options(settings: Settings) -> dict[str, Any]:
         "http_timeout_seconds": settings.http_timeout_seconds,
         "http_per_host": settings.http_per_host,
         "http_per_host_rate": settings.http_per_host_rate,
+        "webhook_timeout_seconds": settings.webhook_timeout_seconds,
+        "webhook_retry_base_seconds": settings.webhook_retry_base_seconds,
+        "webhook_max_age_seconds": settings.webhook_max_age_seconds,
+        "webhook_concurrency": settings.webhook_concurrency,
         "secret_key": settings.secret_key,
     }
 
