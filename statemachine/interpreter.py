@@ -395,6 +395,12 @@ class Execution:
         state = frame.machine.states.get(name)
         if state is None:
             raise HistoryError(f"event {event.id} enters unknown state {name!r}")
+        if frame.children:
+            # Only in a history redriven before redrive kept what had succeeded: it entered the
+            # stopped Parallel/Map again, so the branches the redrive took up are dropped.
+            for child in frame.children.values():
+                self._abort_frame(child)
+            frame.children = {}
         frame.state = state
         frame.raw_input = event.details["input"]
         frame.entered_id = event.id

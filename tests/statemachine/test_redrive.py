@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from hypothesis import assume, given
 
 from statemachine import Event, Execution, decide, parse, redrive_local, run_local
 from statemachine.events import (
     RedriveExecution,
+    Resume,
     ScheduleTask,
+    StartExecution,
     StopExecution,
+    TaskFailed,
     TaskStarted,
     TaskSucceeded,
+    TimerFired,
 )
 from statemachine.local import TaskError
+from tests.statemachine import test_replay_property as replay_property
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
+ARN = "arn:aws:states:us-east-1:1:execution:m:e"
+MACHINE_ARN = "arn:aws:states:us-east-1:1:stateMachine:m"
 TASK = "arn:aws:states:::http:invoke"
 MACHINE = {
     "StartAt": "Prepare",
@@ -79,8 +89,6 @@ def test_redriving_a_redriven_history_folds_to_the_same_state() -> None:
 def test_an_aborted_execution_can_be_redriven_and_a_succeeded_one_cannot() -> None:
     waiting = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 60, "End": True}}}
     execution = Execution(parse(waiting))
-    from statemachine.events import StartExecution
-
     execution.handle(
         StartExecution(
             {},
@@ -336,3 +344,182 @@ def test_redriving_twice() -> None:
     assert done.output == [{"done": n * 10} for n in (1, 2, 3, 4, 5)]
     redriven = [e for e in done.events if e.type == "ExecutionRedriven"]
     assert [e.details["redriveCount"] for e in redriven] == [1, 2]
+
+
+def test_the_tasks_and_timers_of_the_aborted_iterations_stay_dead() -> None:
+    failed = _run(MAP, {"items": [1, 2, 3, 4, 5]}, failing={2, 4})
+    old_tasks = [e.id for e in failed.events if e.type == "TaskScheduled"]
+    old_timers = [e.meta["timer"] for e in failed.events if "timer" in e.meta]
+    assert old_timers  # the retries of items 2 and 4
+    execution = Execution(parse(MAP))
+    execution.fold(failed.events)
+    execution.handle(RedriveExecution(LATER))
+    new_tasks = sorted(execution.tasks)
+    assert len(new_tasks) == 2 and not set(new_tasks) & set(old_tasks)
+    count = len(execution.events)
+    for task_id in old_tasks:
+        execution.handle(TaskSucceeded(task_id, {"done": -1}, LATER))
+        execution.handle(TaskFailed(task_id, "Late", None, LATER))
+    for timer_id in old_timers:
+        execution.handle(TimerFired(timer_id, LATER))
+    assert len(execution.events) == count and execution.status == "RUNNING"
+    for task_id in new_tasks:
+        execution.handle(TaskSucceeded(task_id, {"done": 0}, LATER))
+    assert execution.status == "SUCCEEDED"
+    assert execution.events[-1].details["output"] == [
+        {"done": 10},
+        {"done": 0},
+        {"done": 30},
+        {"done": 0},
+        {"done": 50},
+    ]
+
+
+def test_rerun_iterations_keep_max_concurrency_and_tolerated_failures_count_again() -> None:
+    definition = copy.deepcopy(MAP)
+    each = definition["States"]["Each"]
+    each["MaxConcurrency"] = 1
+    each["ToleratedFailureCount"] = 1
+    failed = _run(definition, {"items": [1, 2, 3, 4, 5]}, failing={1, 2})
+    assert [e.details["index"] for e in failed.events if e.type == "MapIterationStarted"] == [0, 1]
+
+    # Item 1 fails again: one failure of the rerun, tolerated as the first one was.
+    result, calls = _redrive(definition, failed.events, failing={1})
+    assert result.status == "SUCCEEDED"
+    assert calls == [1, 1, 2, 3, 4, 5]
+    assert result.output == [None] + [{"done": n * 10} for n in (2, 3, 4, 5)]
+    new = _since_redrive(result.events)
+    order = [
+        (e.type, e.details["index"])
+        for e in new
+        if e.type.startswith("MapIteration") and e.type != "MapIterationSucceeded"
+    ]
+    # One at a time: each iteration ends before the next one starts.
+    assert order == [
+        ("MapIterationStarted", 0),
+        ("MapIterationFailed", 0),
+        ("MapIterationStarted", 1),
+        ("MapIterationStarted", 2),
+        ("MapIterationStarted", 3),
+        ("MapIterationStarted", 4),
+    ]
+    running = 0
+    for event in new:
+        running += {"MapIterationStarted": 1}.get(event.type, 0)
+        running -= event.type in ("MapIterationSucceeded", "MapIterationFailed")
+        assert running <= 1
+
+
+def test_a_stopped_parallel_reruns_the_branches_that_were_running() -> None:
+    execution = Execution(parse(PARALLEL))
+    execution.handle(StartExecution({}, START, ARN, MACHINE_ARN))
+    first, second, third = sorted(execution.tasks)
+    execution.handle(TaskSucceeded(second, {"done": 20}, START))
+    execution.handle(StopExecution(START + timedelta(seconds=1), "Operator", "stop"))
+    assert execution.status == "ABORTED"
+    execution.handle(RedriveExecution(LATER))
+    assert len(execution.tasks) == 2
+    count = len(execution.events)
+    for stopped in (first, third):  # the answers of the stopped tasks come too late
+        execution.handle(TaskSucceeded(stopped, {"done": -1}, LATER))
+    assert len(execution.events) == count
+    for task_id in sorted(execution.tasks):
+        assert execution.tasks[task_id].index in (0, 2)
+        execution.handle(TaskSucceeded(task_id, {"done": 0}, LATER))
+    assert execution.status == "SUCCEEDED"
+    assert execution.events[-1].details["output"] == {
+        "all": [{"done": 0}, {"done": 20}, {"done": 0}]
+    }
+    replayed = Execution(parse(PARALLEL))
+    replayed.fold(execution.events)
+    assert _snapshot(replayed) == _snapshot(execution)
+
+
+def test_a_distributed_map_reruns_its_failed_children_after_map_run_redriven() -> None:
+    definition = copy.deepcopy(MAP)
+    definition["States"]["Each"]["ItemProcessor"]["ProcessorConfig"] = {
+        "Mode": "DISTRIBUTED",
+        "ExecutionType": "STANDARD",
+    }
+    failed = _run(definition, {"items": [1, 2, 3]}, failing={2})
+    (run,) = [e for e in failed.events if e.type == "MapRunStarted"]
+    assert "MapRunFailed" in [e.type for e in failed.events]
+
+    result, calls = _redrive(definition, failed.events, failing=set())
+    assert result.status == "SUCCEEDED"
+    assert calls == [2]
+    assert result.output == [{"done": 10}, {"done": 20}, {"done": 30}]
+    new = _since_redrive(result.events)
+    own = [e.type for e in new if not e.child]  # the parent execution's own history
+    assert own == [
+        "ExecutionRedriven",
+        "MapRunRedriven",
+        "MapRunSucceeded",
+        "MapStateSucceeded",
+        "MapStateExited",
+        "ExecutionSucceeded",
+    ]
+    (redriven,) = [e for e in new if e.type == "MapRunRedriven"]
+    assert redriven.details == {"mapRunArn": run.details["mapRunArn"], "redriveCount": 1}
+    # The rerun child's events go on in the same child history.
+    assert {e.child for e in new if e.child} == {f"{run.id - 1}.1"}
+
+
+def test_a_history_redriven_whole_before_partial_reruns_still_folds() -> None:
+    """Histories recorded when a redrive ran the stopped state again whole (a new
+    ParallelStateEntered and ParallelStateStarted) go on with the new branches only."""
+    failed = _run(PARALLEL, {}, failing={2})
+    at, n = LATER, len(failed.events)
+    old_style = [
+        *failed.events,
+        Event(n + 1, "ExecutionRedriven", at, n, {"redriveCount": 1}),
+        Event(n + 2, "ParallelStateEntered", at, n + 1, {"name": "All", "input": {}}),
+        Event(n + 3, "ParallelStateStarted", at, n + 2, meta={"input": {}}),
+    ]
+    execution = Execution(parse(PARALLEL))
+    execution.fold(old_style)
+    execution.handle(Resume(at))
+    entered = [e for e in execution.new_events if e.type == "TaskStateEntered"]
+    assert [e.scope for e in entered] == [f"{n + 3}.{i}" for i in range(3)]
+    assert len(execution.tasks) == 3
+
+
+# ---------------------------------------------------------------------------- random machines
+
+
+def _shifted(outcomes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Other answers for the redrive: each state's outcome table turned by one."""
+    return {name: table[1:] + table[:1] for name, table in outcomes.items()}
+
+
+@replay_property.SETTINGS
+@given(replay_property.scenarios())
+def test_redriven_random_machines_replay_at_every_prefix(
+    scenario: tuple[dict[str, Any], Any, dict[str, list[Any]]],
+) -> None:
+    definition, data, outcomes = scenario
+    failed = run_local(
+        definition, data, tasks=replay_property.provider_for(outcomes), clock=lambda: START
+    )
+    assume(failed.status == "FAILED")
+    steps: list[Any] = []
+    result = redrive_local(
+        definition,
+        failed.events,
+        tasks=replay_property.provider_for(_shifted(outcomes)),
+        clock=lambda: LATER,
+        on_step=lambda *step: steps.append(step),
+    )
+    assert result.status in ("SUCCEEDED", "FAILED")
+    _assert_replays(definition, result.events, steps)
+    # Folding any prefix of the redriven part, then going on, gives the same history.
+    machine = parse(definition)
+    expected = replay_property.shape(result.events)
+    for k in range(len(failed.events) + 1, len(result.events) + 1):
+        producing = next(i for i, (_, before, after, _) in enumerate(steps) if before < k <= after)
+        execution = Execution(machine)
+        execution.fold(result.events[:k])
+        execution.handle(Resume(result.events[k - 1].timestamp))
+        for incoming, *_ in steps[producing + 1 :]:
+            execution.handle(incoming)
+        assert replay_property.shape(execution.events) == expected, f"prefix {k} diverged"
