@@ -351,8 +351,11 @@ class Execution:
         those continues from the state inside it where it stopped (recursively, so a Map in a
         Parallel in a Map reruns only what failed). Parallel branches run again at once;
         Map iterations start again with MapIterationStarted (meta ``rerun``) in index order,
-        within MaxConcurrency, before the iterations never started. The failure counts of
-        ToleratedFailureCount/Percentage and the state's Retry counts start again from zero.
+        within MaxConcurrency, before the iterations never started; a distributed Map first
+        records MapRunRedriven, and reruns its Express children from their start (AWS starts
+        them anew). Every iteration that did not succeed reruns, tolerated failures included.
+        The failure counts of ToleratedFailureCount/Percentage and the state's Retry counts
+        start again from zero.
         Called from the fold only (ExecutionRedriven, a rerun MapIterationStarted).
         """
         frame.aborted = False
@@ -492,9 +495,11 @@ class Execution:
     def _apply_iteration_started(self, event: Event, frame: Frame) -> None:
         index = event.details["index"]
         scope = f"{frame.started_id}.{index}"
-        if event.meta.get("rerun"):
-            # A redriven Map starts a failed or aborted iteration again where it stopped.
+        meta = event.meta
+        if meta.get("rerun"):
             frame.rerun.remove(index)
+        if meta.get("rerun") and "input" not in meta:
+            # A redriven Map starts a failed or aborted iteration again where it stopped.
             again = self.frames[scope]
             self._redrive(again, event.id)
             frame.children[index] = again
@@ -502,6 +507,7 @@ class Execution:
                 frame.finished[index] = None
                 self._mark(frame)
             return
+        # A new iteration, or an Express child execution run again from its start.
         child = self._new_frame(
             frame, frame.state.machines[0], scope, index, event.meta["input"], event.id
         )
@@ -510,7 +516,7 @@ class Execution:
             child.variables = ChainMap({})  # a distributed Map's children see no outer variables
             child.own_variables = True
         frame.children[index] = child
-        frame.map_next = index + 1
+        frame.map_next = max(frame.map_next, index + 1)
 
     def _apply_map_run_redriven(self, event: Event, frame: Frame) -> None:
         frame.run_redriven = False
@@ -1261,16 +1267,27 @@ class Execution:
         limit = frame.max_concurrency or (
             frame.map_length if state.distributed else INLINE_MAP_CONCURRENCY
         )
+        # AWS reruns a distributed Map's Express children as new executions (StartExecution),
+        # from their start; Standard children and inline iterations go on where they stopped.
+        restart = state.distributed and _processor_config(state).get("ExecutionType") == "EXPRESS"
+        items = self._map_items(frame) if frame.map_next < frame.map_length or restart else []
         while frame.rerun and len(frame.children) < limit:
             # A redriven Map first starts again the iterations that failed or were aborted.
+            index = frame.rerun[0]
+            meta: dict[str, JSON] = {"rerun": True}
+            if restart:
+                try:
+                    meta["input"] = self._item_input(frame, index, items[index])
+                except StatesFailure as failure:
+                    self._failed(frame, failure)
+                    return
             self._emit(
                 frame,
                 "MapIterationStarted",
-                {"index": frame.rerun[0], "name": state.name},
-                {"rerun": True},
+                {"index": index, "name": state.name},
+                meta,
                 previous=len(self.events),
             )
-        items = self._map_items(frame) if frame.map_next < frame.map_length else []
         while frame.map_next < frame.map_length and len(frame.children) < limit:
             index = frame.map_next
             try:
@@ -1365,6 +1382,12 @@ _APPLIERS: dict[str, Callable[[Execution, Event, Frame], None]] = {
     "ParallelStateSucceeded": Execution._apply_children_succeeded,
     "MapStateSucceeded": Execution._apply_children_succeeded,
 }
+
+
+def _processor_config(state: State) -> Mapping[str, JSON]:
+    processor = state.raw.get("ItemProcessor")
+    config = processor.get("ProcessorConfig") if isinstance(processor, Mapping) else None
+    return config if isinstance(config, Mapping) else {}
 
 
 def _matches(error_equals: Sequence[str], error: str) -> bool:

@@ -465,6 +465,26 @@ def test_a_distributed_map_reruns_its_failed_children_after_map_run_redriven() -
     assert {e.child for e in new if e.child} == {f"{run.id - 1}.1"}
 
 
+def test_a_distributed_map_reruns_its_failed_express_children_from_their_start() -> None:
+    definition = copy.deepcopy(MAP)
+    definition["States"]["Each"]["ItemProcessor"]["ProcessorConfig"] = {
+        "Mode": "DISTRIBUTED",
+        "ExecutionType": "EXPRESS",
+    }
+    failed = _run(definition, {"items": [1, 2, 3]}, failing={2})
+    result, calls = _redrive(definition, failed.events, failing=set())
+    assert result.status == "SUCCEEDED"
+    assert calls == [2]
+    assert result.output == [{"done": 10}, {"done": 20}, {"done": 30}]
+    new = _since_redrive(result.events)
+    (started,) = [e for e in new if e.type == "MapIterationStarted"]
+    assert started.meta == {"rerun": True, "input": {"n": 2}}
+    assert [e.details["name"] for e in new if e.type.endswith("StateEntered")] == [
+        "Prepare",
+        "Work",
+    ]
+
+
 def test_a_history_redriven_whole_before_partial_reruns_still_folds() -> None:
     """Histories recorded when a redrive ran the stopped state again whole (a new
     ParallelStateEntered and ParallelStateStarted) go on with the new branches only."""
