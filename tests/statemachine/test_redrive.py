@@ -213,7 +213,10 @@ def _snapshot(execution: Execution) -> Any:
         execution.status,
         sorted(execution.tasks),
         sorted(execution.timers),
-        {s: (f.phase, f.state.name, f.aborted) for s, f in execution.frames.items()},
+        {
+            scope: (f.phase, f.state.name, f.aborted, f.output, dict(f.map_results), f.rerun)
+            for scope, f in execution.frames.items()
+        },
         execution.info.redrive_count if execution.info else None,
     )
 
