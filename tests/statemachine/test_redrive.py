@@ -120,17 +120,17 @@ LATER = START + timedelta(hours=1)
 RETRY_ONCE = [{"ErrorEquals": ["Service.Down"], "IntervalSeconds": 10, "MaxAttempts": 1}]
 
 
-def _work(name: str = "Work", end: bool = True, **extra: Any) -> dict[str, Any]:
-    state: dict[str, Any] = {
+def _work(**extra: Any) -> dict[str, Any]:
+    """A last Task state sending ``{"n": ...}``, retried once after 10 s on Service.Down."""
+    return {
         "Type": "Task",
         "Resource": TASK,
         "Parameters": {"n.$": "$.n"},
         "Retry": RETRY_ONCE,
         "ResultSelector": {"done.$": "$.done"},
+        "End": True,
         **extra,
     }
-    state.update({"End": True} if end else {})
-    return state
 
 
 MAP = {
