@@ -23,6 +23,7 @@ from statemachine.local import (
     MockTasks,
     TaskError,
     TaskRequest,
+    redrive_local,
     run_local,
 )
 from statemachine.teststate import TestStateResult, test_state
@@ -50,6 +51,7 @@ __all__ = [
     "decide",
     "loads",
     "parse",
+    "redrive_local",
     "replay",
     "run_local",
     "test_state",

@@ -110,6 +110,8 @@ class Frame:
     map_done = 0
     map_failed = 0
     map_results: dict[int, JSON] = {}  # noqa: RUF012
+    rerun: list[int] = []  # noqa: RUF012 - a redriven Map's iterations still to start again
+    run_redriven = False  # a redriven distributed Map still owes its MapRunRedriven event
     max_concurrency = 0
     tolerated_count: float | None = None
     tolerated_percentage: float | None = None
@@ -323,32 +325,85 @@ class Execution:
         self.root = self._new_frame(None, self.definition, "", 0, event.details["input"], 0)
 
     def _apply_redriven(self, event: Event) -> None:
-        """Redrive: the execution runs again from the state it stopped in, with that state's
-        input. What that state had started (branches, iterations, tasks, timers) is dropped and
-        the state runs again whole; the states before it are not run again."""
+        """Redrive: the execution continues from the state it stopped in (see ``_redrive``)."""
         assert self.info is not None and self.root is not None
         self.info = dataclasses.replace(self.info, redrive_count=event.details["redriveCount"])
         self.status = RUNNING
+        # Whatever was pending stays dead: a late answer or timer finds nothing to act on.
         self.tasks.clear()
         self.timers.clear()
+        for frame in self.frames.values():
+            frame.aborted = True
         root = self.root
-        for scope, frame in list(self.frames.items()):
-            if frame is not root:
-                frame.aborted = True
-                del self.frames[scope]
-        root.children = {}
-        root.finished = {}
-        root.aborted = False
-        root.queued = False
-        root.last_id = event.id
-        root.phase = "enter" if root.phase != "done" else "done"
-        self._mark(root)
+        if root.phase == "done":
+            root.aborted = False
+            self._mark(root)
+            return
+        self._redrive(root, event.id)
+
+    def _redrive(self, frame: Frame, last_id: int) -> None:
+        """Make ``frame`` continue from the state it stopped in (failed, or was running in).
+
+        Successful steps are not run again (AWS, RedriveExecution). A Task, Wait, Pass ...
+        state runs again from its own recorded input, with a new StateEntered. A Parallel or
+        Map that had started its branches or iterations is not entered again: it keeps the
+        results of those that succeeded and runs only the failed or aborted ones, and each of
+        those continues from the state inside it where it stopped (recursively, so a Map in a
+        Parallel in a Map reruns only what failed). Parallel branches run again at once;
+        Map iterations start again with MapIterationStarted (meta ``rerun``) in index order,
+        within MaxConcurrency, before the iterations never started; a distributed Map first
+        records MapRunRedriven, and reruns its Express children from their start (AWS starts
+        them anew). Every iteration that did not succeed reruns, tolerated failures included.
+        The failure counts of ToleratedFailureCount/Percentage and the state's Retry counts
+        start again from zero.
+        Called from the fold only (ExecutionRedriven, a rerun MapIterationStarted).
+        """
+        frame.aborted = False
+        frame.queued = False
+        frame.last_id = last_id
+        if frame.phase == "done":
+            return
+        frame.retry_counts = {}
+        frame.children = {}
+        frame.finished = {}
+        state = frame.state
+        if not self._started_children(frame):
+            frame.phase = "enter"
+        elif state.type == "Parallel":
+            frame.phase = "children"
+            frame.map_results = {}
+            for index in range(len(state.machines)):
+                branch = self.frames[f"{frame.started_id}.{index}"]
+                if branch.phase == "done":
+                    frame.map_results[index] = branch.output
+                else:
+                    self._redrive(branch, last_id)
+                    frame.children[index] = branch
+        else:
+            frame.phase = "children"
+            frame.rerun = [i for i in range(frame.map_next) if i not in frame.map_results]
+            frame.map_done = len(frame.map_results)
+            frame.map_failed = 0
+            frame.run_redriven = state.distributed
+        self._mark(frame)
+
+    def _started_children(self, frame: Frame) -> bool:
+        """Whether the Parallel or Map state ``frame`` is in started its branches/iterations."""
+        if frame.state.type not in ("Parallel", "Map") or frame.started_id <= frame.entered_id:
+            return False
+        return not self.events[frame.started_id - 1].meta.get("broken")
 
     def _apply_entered(self, event: Event, frame: Frame) -> None:
         name = event.details["name"]
         state = frame.machine.states.get(name)
         if state is None:
             raise HistoryError(f"event {event.id} enters unknown state {name!r}")
+        if frame.children:
+            # Only in a history redriven before redrive kept what had succeeded: it entered the
+            # stopped Parallel/Map again, so the branches the redrive took up are dropped.
+            for child in frame.children.values():
+                self._abort_frame(child)
+            frame.children = {}
         frame.state = state
         frame.raw_input = event.details["input"]
         frame.entered_id = event.id
@@ -430,6 +485,8 @@ class Execution:
         frame.map_done = 0
         frame.map_failed = 0
         frame.map_results = {}
+        frame.rerun = []
+        frame.run_redriven = False
         frame.max_concurrency = meta.get("max_concurrency", 0)
         frame.tolerated_count = meta.get("tolerated_count")
         frame.tolerated_percentage = meta.get("tolerated_percentage")
@@ -438,6 +495,19 @@ class Execution:
     def _apply_iteration_started(self, event: Event, frame: Frame) -> None:
         index = event.details["index"]
         scope = f"{frame.started_id}.{index}"
+        meta = event.meta
+        if meta.get("rerun"):
+            frame.rerun.remove(index)
+        if meta.get("rerun") and "input" not in meta:
+            # A redriven Map starts a failed or aborted iteration again where it stopped.
+            again = self.frames[scope]
+            self._redrive(again, event.id)
+            frame.children[index] = again
+            if again.phase == "done":  # it had finished when a sibling's failure aborted it
+                frame.finished[index] = None
+                self._mark(frame)
+            return
+        # A new iteration, or an Express child execution run again from its start.
         child = self._new_frame(
             frame, frame.state.machines[0], scope, index, event.meta["input"], event.id
         )
@@ -446,7 +516,10 @@ class Execution:
             child.variables = ChainMap({})  # a distributed Map's children see no outer variables
             child.own_variables = True
         frame.children[index] = child
-        frame.map_next = index + 1
+        frame.map_next = max(frame.map_next, index + 1)
+
+    def _apply_map_run_redriven(self, event: Event, frame: Frame) -> None:
+        frame.run_redriven = False
 
     def _apply_iteration_ended(self, event: Event, frame: Frame) -> None:
         kind = event.type
@@ -477,7 +550,8 @@ class Execution:
 
     def _apply_children_succeeded(self, event: Event, frame: Frame) -> None:
         if event.type == "ParallelStateSucceeded":
-            frame.map_results = {i: c.output for i, c in frame.children.items()}
+            # After a redrive, the branches that had succeeded are already in map_results.
+            frame.map_results.update({i: c.output for i, c in frame.children.items()})
         frame.result = [frame.map_results.get(i) for i in range(frame.map_length)]
         frame.children = {}
         frame.phase = "result"
@@ -502,6 +576,8 @@ class Execution:
 
     def _abort_frame(self, frame: Frame) -> None:
         frame.aborted = True
+        if frame.phase == "done":
+            return  # a finished branch keeps its output (a redrive does not run it again)
         frame.phase = "aborted"
         if frame.task_id and self.tasks.get(frame.task_id) is frame:
             del self.tasks[frame.task_id]
@@ -1126,12 +1202,15 @@ class Execution:
             },
         )
         if state.distributed:
-            assert self.info is not None
-            run_arn = (
-                self.info.execution_arn.replace(":execution:", ":mapRun:", 1)
-                + f"/{state.get('Label', state.name)}:{frame.started_id}"
-            )
-            self._emit(frame, "MapRunStarted", {"mapRunArn": run_arn})
+            self._emit(frame, "MapRunStarted", {"mapRunArn": self._map_run_arn(frame)})
+
+    def _map_run_arn(self, frame: Frame) -> str:
+        assert self.info is not None
+        state = frame.state
+        return (
+            self.info.execution_arn.replace(":execution:", ":mapRun:", 1)
+            + f"/{state.get('Label', state.name)}:{frame.started_id}"
+        )
 
     def _map_items(self, frame: Frame) -> list[JSON]:
         """The items (or ItemBatcher batches) the Map iterates, derived from its input."""
@@ -1178,10 +1257,37 @@ class Execution:
             )
         if frame.phase != "children":
             return
-        items = self._map_items(frame)
+        if frame.run_redriven:
+            assert self.info is not None
+            details = {
+                "mapRunArn": self._map_run_arn(frame),
+                "redriveCount": self.info.redrive_count,
+            }
+            self._emit(frame, "MapRunRedriven", details, previous=len(self.events))
         limit = frame.max_concurrency or (
-            len(items) if state.distributed else INLINE_MAP_CONCURRENCY
+            frame.map_length if state.distributed else INLINE_MAP_CONCURRENCY
         )
+        # AWS reruns a distributed Map's Express children as new executions (StartExecution),
+        # from their start; Standard children and inline iterations go on where they stopped.
+        restart = state.distributed and _processor_config(state).get("ExecutionType") == "EXPRESS"
+        items = self._map_items(frame) if frame.map_next < frame.map_length or restart else []
+        while frame.rerun and len(frame.children) < limit:
+            # A redriven Map first starts again the iterations that failed or were aborted.
+            index = frame.rerun[0]
+            meta: dict[str, JSON] = {"rerun": True}
+            if restart:
+                try:
+                    meta["input"] = self._item_input(frame, index, items[index])
+                except StatesFailure as failure:
+                    self._failed(frame, failure)
+                    return
+            self._emit(
+                frame,
+                "MapIterationStarted",
+                {"index": index, "name": state.name},
+                meta,
+                previous=len(self.events),
+            )
         while frame.map_next < frame.map_length and len(frame.children) < limit:
             index = frame.map_next
             try:
@@ -1267,6 +1373,7 @@ _APPLIERS: dict[str, Callable[[Execution, Event, Frame], None]] = {
     "MapStateFailed": Execution._apply_children_failed,
     "ParallelStateStarted": Execution._apply_parallel_started,
     "MapStateStarted": Execution._apply_map_started,
+    "MapRunRedriven": Execution._apply_map_run_redriven,
     "MapIterationStarted": Execution._apply_iteration_started,
     **dict.fromkeys(
         ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted"),
@@ -1275,6 +1382,12 @@ _APPLIERS: dict[str, Callable[[Execution, Event, Frame], None]] = {
     "ParallelStateSucceeded": Execution._apply_children_succeeded,
     "MapStateSucceeded": Execution._apply_children_succeeded,
 }
+
+
+def _processor_config(state: State) -> Mapping[str, JSON]:
+    processor = state.raw.get("ItemProcessor")
+    config = processor.get("ProcessorConfig") if isinstance(processor, Mapping) else None
+    return config if isinstance(config, Mapping) else {}
 
 
 def _matches(error_equals: Sequence[str], error: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from statemachine.events import (
     Command,
     Event,
     Incoming,
+    RedriveExecution,
     ScheduleTask,
     StartExecution,
     StartTimer,
@@ -226,7 +227,41 @@ def run_local(
     provider = tasks or _no_tasks
     start = clock()
     sm_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{state_machine_name}"
-    execution = Execution(machine, max_events)
+    first = StartExecution(
+        input=input,
+        timestamp=start,
+        execution_arn=f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine_name}:{execution_name}",
+        state_machine_arn=sm_arn,
+        seed=seed,
+    )
+    return _drive(Execution(machine, max_events), first, provider, on_step)
+
+
+def redrive_local(
+    definition: StateMachine | Mapping[str, JSON],
+    history: Sequence[Event],
+    *,
+    tasks: TaskProvider | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+    max_events: int = MAX_HISTORY_EVENTS,
+    on_step: Callable[[Incoming, int, int, tuple[Command, ...]], None] | None = None,
+) -> LocalResult:
+    """Redrive a FAILED, TIMED_OUT or ABORTED execution (e.g. a run_local result's events) to
+    completion in memory: the history is folded, RedriveExecution is handled at ``clock()``
+    and the run goes on on the virtual clock, as in run_local. The result holds the whole
+    history, the redriven part after the recorded one."""
+    execution = Execution(parse(definition), max_events)
+    execution.fold(history)
+    return _drive(execution, RedriveExecution(clock()), tasks or _no_tasks, on_step)
+
+
+def _drive(
+    execution: Execution,
+    first: Incoming,
+    provider: TaskProvider,
+    on_step: Callable[[Incoming, int, int, tuple[Command, ...]], None] | None,
+) -> LocalResult:
+    """Handle ``first``, then carry out the commands and feed their outcomes back until done."""
     queue: list[tuple[datetime, int, Incoming]] = []
     cancelled_timers: set[str] = set()
     cancelled_tasks: set[int] = set()
@@ -237,17 +272,8 @@ def run_local(
         counter += 1
         heapq.heappush(queue, (when, counter, incoming))
 
-    push(
-        start,
-        StartExecution(
-            input=input,
-            timestamp=start,
-            execution_arn=f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine_name}:{execution_name}",
-            state_machine_arn=sm_arn,
-            seed=seed,
-        ),
-    )
-    while queue and (execution.status in (RUNNING, "NOT_STARTED")):
+    push(first.timestamp, first)
+    while queue and (execution.status in (RUNNING, "NOT_STARTED") or queue[0][2] is first):
         when, _, incoming = heapq.heappop(queue)
         if isinstance(incoming, TimerFired) and incoming.timer_id in cancelled_timers:
             cancelled_timers.discard(incoming.timer_id)
