@@ -12,14 +12,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from service import control
+from service import control, metrics
 from service.api import aws, demo, hooks, rest
 from service.auth import Authenticator, AuthError
+from service.db import migrate
 from service.db.engine import create_engine
 from service.sealing import Sealer
 from service.settings import Settings
@@ -170,7 +171,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
+        """The process answers (liveness)."""
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """The process can serve: its database answers and has the schema this version
+        needs (readiness; 503 with the reason otherwise)."""
+        try:
+            async with request.app.state.engine.connect() as conn:
+                current = await migrate.current_revision(conn)
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "unavailable", "reason": f"database: {type(exc).__name__}"},
+                status_code=503,
+            )
+        if current != migrate.head_revision():
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "reason": f"schema at {current}, this version needs {migrate.head_revision()}: "
+                    "run `statewright db upgrade`",
+                },
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(rest._authorized)])
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics (text format); with auth on, scrape with a bearer API key."""
+        try:
+            await metrics.read_database(request.app.state.engine)
+        except Exception:  # the counters are still worth reporting
+            pass
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> Response:

@@ -171,6 +171,17 @@ def command_worker(args: argparse.Namespace) -> int:
     normalize_url(url)
     if args.lanes < 1:
         raise UsageError("--lanes must be at least 1")
+    if args.metrics_port is not None:
+        if not 0 < args.metrics_port < 65536:
+            raise UsageError("--metrics-port must be a port number (1-65535)")
+        from prometheus_client import start_http_server
+
+        from service import metrics
+
+        try:
+            start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.REGISTRY)
+        except OSError as exc:
+            raise UsageError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
     from service.settings import Settings
 
     worker_main(
@@ -496,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
     worker.add_argument("--lanes", type=int, default=2, help="concurrent decisions (default 2)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve this worker's Prometheus metrics on 127.0.0.1:PORT/metrics (default: off)",
+    )
     worker.add_argument("--mock-config", metavar="FILE", help=MOCK_HELP)
     worker.set_defaults(handler=command_worker)
 

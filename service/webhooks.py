@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import control
+from service import control, metrics
 from service.db import queries
 from service.db.tables import WebhookDeliveryRow, WebhookRow
 from service.runners.http import Outbound, TaskFailure
@@ -633,6 +633,7 @@ class Deliverer:
                 "claim_expires_at": None,
             }
             if error is None:
+                metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
                 values.update(status="DELIVERED", delivered_at=at)
             else:
                 delay = min(self.retry_base * 2 ** (attempts - 1), 3600.0)
@@ -640,6 +641,7 @@ class Deliverer:
                 retry_at = at + timedelta(seconds=delay)
                 dead = retry_at - created_at > timedelta(seconds=self.max_age)
                 values.update(status="DEAD" if dead else "PENDING", next_attempt_at=retry_at)
+                metrics.WEBHOOK_DELIVERIES.labels("dead" if dead else "failed").inc()
                 log.warning(
                     "webhook delivery %d, attempt %d: %s; %s",
                     delivery_id,

@@ -50,7 +50,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import connections
+from service import connections, metrics
 from service.db import queries
 from service.sealing import Sealer, ServerKeyError
 from statemachine.payload import payload_size
@@ -535,9 +535,11 @@ class HttpRunner:
     ) -> None:
         if self.clients is None:
             self.clients = Clients(self.concurrency)
+        sent = 0.0
         try:
             auth_headers = await self._auth_headers(parameters)
             async with self._host_slot(parameters, outbox_id):
+                sent = time.monotonic()
                 output = await invoke(
                     self.clients.next(),
                     parameters,
@@ -546,12 +548,16 @@ class HttpRunner:
                     self.timeout,
                     auth_headers,
                 )
+            metrics.TASK_SECONDS.labels(RESOURCE, "succeeded").observe(time.monotonic() - sent)
             answers: list[tuple[str, dict[str, JSON]]] = []
             if resource.endswith(".waitForTaskToken"):
                 answers.append(("task_submitted", {"task_id": task_id, "output": output}))
             else:
                 answers.append(("task_succeeded", {"task_id": task_id, "output": output}))
         except TaskFailure as failure:
+            metrics.TASK_SECONDS.labels(RESOURCE, "failed").observe(
+                time.monotonic() - sent if sent else 0.0
+            )
             answers = [
                 (
                     "task_failed",

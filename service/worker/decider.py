@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import webhooks
+from service import metrics, webhooks
 from service.db import queries
 from statemachine import Execution, StateMachine, parse
 from statemachine.events import (
@@ -92,8 +92,7 @@ class Decider:
         try:
             async with self.engine.begin() as conn:
                 at, batch = await queries.claim_due(conn, limit)
-                if batch:
-                    await self._decide(conn, batch, at)
+                decided = await self._decide(conn, batch, at) if batch else []
         except Exception:
             for claimed in batch:
                 self._folded.pop(claimed.id, None)
@@ -103,6 +102,7 @@ class Decider:
                 self._single = len(batch)
             raise
         self.decisions += len(batch)
+        _count(decided)
         return len(batch)
 
     async def decide_execution(self, execution_id: str, closed_too: bool = False) -> None:
@@ -114,10 +114,11 @@ class Decider:
             if claimed is None:
                 return
             try:
-                await self._decide(conn, [claimed], at)
+                decided = await self._decide(conn, [claimed], at)
             except Exception:
                 self._folded.pop(claimed.id, None)
                 raise
+        _count(decided)
 
     async def _machine(
         self, conn: AsyncConnection, version_id: int
@@ -131,7 +132,9 @@ class Decider:
 
     async def _decide(
         self, conn: AsyncConnection, batch: list[queries.Claimed], at: datetime
-    ) -> None:
+    ) -> list[_Work]:
+        """Decide ``batch`` in ``conn``'s transaction; the executions decided (the others
+        were failed as unprocessable)."""
         works: list[_Work] = []
         broken: dict[str, Exception] = {}
         for claimed in batch:
@@ -168,6 +171,7 @@ class Decider:
                 self._folded[work.claimed.id] = (len(execution.events), execution)
         while len(self._folded) > self.cache_size:
             self._folded.popitem(last=False)
+        return decided
 
     async def _fold(
         self, conn: AsyncConnection, works: list[_Work], broken: dict[str, Exception]
@@ -390,6 +394,14 @@ class Decider:
                 )
             )
         await webhooks.record(conn, changes, at)
+
+
+def _count(decided: list[_Work]) -> None:
+    """Metrics of committed decisions."""
+    metrics.DECISIONS.inc(len(decided))
+    for work in decided:
+        assert work.execution is not None
+        metrics.count_events(work.record.name, work.execution.new_events)
 
 
 def _to_incoming(kind: str, body: dict[str, JSON], at: datetime) -> Incoming:

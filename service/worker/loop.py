@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import webhooks
+from service import metrics, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
@@ -138,6 +138,7 @@ class Worker:
                     # decision may have queued tasks.
                     self._notified(queries.TASKS_NOTICE)
             except queries.StaleVersion:
+                metrics.LEASE_LOSSES.inc()
                 continue  # another worker moved it on; the row is free again
             except Exception as exc:  # the database went away, or a driver error
                 # Exponential back-off up to 5 s, with jitter so workers do not retry in step.
