@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -365,6 +366,71 @@ def command_keys(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+_DURATION = re.compile(r"^(\d+)([dhms])$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``45m`` or ``90s``."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(
+            f"--older-than wants a number and a unit (30d, 12h, 45m, 90s), not {text!r}"
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def command_purge(args: argparse.Namespace) -> int:
+    """Delete closed executions older than a while, with their histories, in batches."""
+    import asyncio
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from service.db import queries
+    from service.db.engine import create_engine, normalize_url
+
+    seconds = parse_duration(args.older_than)
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    url = _database_url(args)
+    normalize_url(url)
+
+    async def run() -> int:
+        engine = create_engine(url)
+        purged = 0
+        try:
+            async with engine.connect() as conn:
+                before = await queries.now(conn) - timedelta(seconds=seconds)
+            if args.dry_run:
+                e = queries.executions
+                async with engine.connect() as conn:
+                    count = (
+                        await conn.execute(
+                            sa.select(sa.func.count()).where(
+                                e.c.status != "RUNNING", e.c.stopped_at < before
+                            )
+                        )
+                    ).scalar()
+                print(f"would purge {count} execution(s) closed before {before:%Y-%m-%d %H:%M:%S}Z")
+                return EXIT_SUCCEEDED
+            while True:
+                # One transaction per batch: locks are short, and live executions are skipped.
+                async with engine.begin() as conn:
+                    done = await queries.purge_closed(
+                        conn, kind=None, before=before, limit=args.batch
+                    )
+                purged += done
+                if done < args.batch:
+                    break
+        finally:
+            await engine.dispose()
+        print(f"purged {purged} execution(s) closed before {before:%Y-%m-%d %H:%M:%S}Z")
+        return EXIT_SUCCEEDED
+
+    return asyncio.run(run())
+
+
 def command_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of ASL definitions."""
     print(json.dumps(json_schema(), indent=2))
@@ -490,6 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--severity", choices=["ERROR", "WARNING"], default="WARNING", help="lowest severity shown"
     )
     check.set_defaults(handler=command_validate)
+
+    purge = commands.add_parser(
+        "purge",
+        help="delete closed executions older than a while (histories included)",
+        description="Delete executions that closed (SUCCEEDED, FAILED, TIMED_OUT, ABORTED) "
+        "before now minus --older-than, with their histories, in batches of one transaction "
+        "each; running executions are never touched, and rows in use are skipped.",
+    )
+    purge.add_argument("--older-than", required=True, metavar="AGE", help="30d, 12h, 45m or 90s")
+    purge.add_argument("--batch", type=int, default=500, help="executions per transaction")
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    purge.set_defaults(handler=command_purge)
 
     db = commands.add_parser("db", help="database schema commands")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND")

@@ -923,29 +923,27 @@ async def cancel_tasks(conn: AsyncConnection, execution_id: str, task_ids: Itera
 
 
 async def purge_closed(
-    conn: AsyncConnection, *, kind: str, before: datetime, limit: int = 500
+    conn: AsyncConnection, *, kind: str | None, before: datetime, limit: int = 500
 ) -> int:
-    """Delete up to ``limit`` closed executions of ``kind`` state machines (EXPRESS: their
-    histories are kept for a while only) that ended before ``before``, with their events,
-    inbox, timers and outbox rows. Returns how many went; run it until it returns 0."""
-    ids = (
-        (
-            await conn.execute(
-                sa.select(executions.c.id)
-                .join(state_machines, state_machines.c.id == executions.c.state_machine_id)
-                .where(
-                    state_machines.c.type == kind,
-                    executions.c.status != "RUNNING",
-                    executions.c.stopped_at < before,
-                )
-                .limit(limit)
-            )
-        )
-        .scalars()
-        .all()
+    """Delete up to ``limit`` closed executions (of ``kind`` state machines, or all) that
+    ended before ``before``, with their events, inbox, timers, outbox rows and webhook
+    deliveries. Rows another transaction holds (a redrive taking one up) are skipped, so a
+    purge never waits for, or blocks, live work. Returns how many went; run it until it
+    returns 0, one transaction per call."""
+    query = sa.select(executions.c.id).where(
+        executions.c.status != "RUNNING", executions.c.stopped_at < before
     )
+    if kind is not None:
+        query = query.join(
+            state_machines, state_machines.c.id == executions.c.state_machine_id
+        ).where(state_machines.c.type == kind)
+    query = query.limit(limit)
+    if is_postgres(conn):
+        query = query.with_for_update(of=executions, skip_locked=True)
+    ids = (await conn.execute(query)).scalars().all()
     if ids:
-        for table in (events, inbox, timers, outbox):
+        deliveries = sa.table("webhook_deliveries", sa.column("execution_id"))
+        for table in (events, inbox, timers, outbox, deliveries):
             await conn.execute(table.delete().where(table.c.execution_id.in_(ids)))
         await conn.execute(executions.delete().where(executions.c.id.in_(ids)))
     return len(ids)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -510,3 +513,72 @@ def test_concurrent_starts_share_a_transaction_and_keep_their_own_answers(
         await engine.dispose()
 
     _run(scenario)
+
+
+def test_purge_deletes_closed_executions_older_than_asked_and_nothing_else(
+    database_url: str,
+) -> None:
+    short = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    waits = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+
+    async def prepare() -> tuple[list[str], str, str]:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "short", short)
+        await control.create_state_machine(engine, "waits", waits)
+        worker = Worker(database_url, lanes=1, poll_seconds=0.05)
+        task = asyncio.create_task(worker.run())
+        try:
+            old = [(await control.start_execution(engine, "short", {"n": i})).id for i in range(3)]
+            recent = (await control.start_execution(engine, "short", {"n": 9})).id
+            running = (await control.start_execution(engine, "waits", {})).id
+            done = await _wait_done(engine, [*old, recent], time.monotonic() + 10)
+            assert {s.status for s in done} == {"SUCCEEDED"}
+        finally:
+            worker.stop()
+            await task
+        e = queries.executions
+        async with engine.begin() as conn:
+            long_ago = await _db_now(engine) - timedelta(days=40)
+            await conn.execute(e.update().where(e.c.id.in_(old)).values(stopped_at=long_ago))
+            # A running execution started long ago is not closed: never purged.
+            await conn.execute(e.update().where(e.c.id == running).values(started_at=long_ago))
+        await engine.dispose()
+        return old, recent, running
+
+    old, recent, running = _run(prepare)
+
+    def purge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", "purge", "--database-url", database_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    dry = purge("--older-than", "30d", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.startswith("would purge 3 execution(s)"), dry
+    done = purge("--older-than", "30d", "--batch", "2")  # two batches
+    assert done.returncode == 0 and done.stdout.startswith("purged 3 execution(s)"), done
+    bad = purge("--older-than", "a month")
+    assert bad.returncode == 2 and "30d, 12h, 45m, 90s" in bad.stderr
+
+    async def check() -> None:
+        engine = create_engine(database_url)
+        for gone in old:
+            with pytest.raises(control.ExecutionDoesNotExist):
+                await control.describe_execution(engine, gone)
+        async with engine.connect() as conn:
+            left = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(queries.events)
+                    .where(queries.events.c.execution_id.in_(old))
+                )
+            ).scalar_one()
+        assert left == 0
+        assert (await control.describe_execution(engine, recent)).status == "SUCCEEDED"
+        assert len(await control.history(engine, recent)) == 4
+        assert (await control.describe_execution(engine, running)).status == "RUNNING"
+        await engine.dispose()
+
+    _run(check)
