@@ -198,6 +198,7 @@ def command_serve(args: argparse.Namespace) -> int:
     """Run the API (and, for serve and dev, worker lanes in the same process)."""
     import uvicorn
 
+    from service import logs
     from service.app import create_app
     from service.db.engine import normalize_url
     from service.db.migrate import upgrade
@@ -226,6 +227,10 @@ def command_serve(args: argparse.Namespace) -> int:
         demo=dev,
     )
     try:
+        logs.configure(Settings().log_format)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
         app = create_app(settings)  # a missing server key is reported here, before listening
     except ServerKeyError as exc:
         raise UsageError(f"{exc} (or run with --no-auth on a network you trust)") from None
@@ -248,6 +253,7 @@ def command_serve(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
+        log_config=None,  # logs.configure's, for uvicorn's lines too
         log_level="warning",
         loop="uvloop",
         http="httptools",

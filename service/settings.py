@@ -43,5 +43,7 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = 1.0
     webhook_max_age_seconds: float = 86400.0
     webhook_concurrency: int = 16  # deliveries in flight per worker process
+    # Log lines: "text" for people, "json" (one object per line) for log pipelines.
+    log_format: str = "text"
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

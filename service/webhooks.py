@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import control, metrics
+from service import control, logs, metrics
 from service.db import queries
 from service.db.tables import WebhookDeliveryRow, WebhookRow
 from service.runners.http import Outbound, TaskFailure
@@ -505,7 +505,7 @@ class Deliverer:
         if self._client is not None:
             await self._client.aclose()
 
-    async def _claim(self, limit: int) -> list[tuple[int, str, str, bytes, int, datetime]]:
+    async def _claim(self, limit: int) -> list[tuple[int, str, str, str, bytes, int, datetime]]:
         d = deliveries
         earlier = deliveries.alias("earlier")
         async with self.engine.begin() as conn:
@@ -524,6 +524,7 @@ class Deliverer:
             query = (
                 sa.select(
                     d.c.id,
+                    d.c.execution_id,
                     d.c.body,
                     d.c.attempts,
                     d.c.created_at,
@@ -562,6 +563,7 @@ class Deliverer:
             claimed.append(
                 (
                     row.id,
+                    row.execution_id,
                     row.url,
                     secret,
                     row.body.encode(),
@@ -574,12 +576,14 @@ class Deliverer:
     async def _send(
         self,
         delivery_id: int,
+        execution_id: str,
         url: str,
         secret: str,
         body: bytes,
         attempts: int,
         created_at: datetime,
     ) -> None:
+        logs.EXECUTION.set(execution_id)  # this task's own context
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False)
         code: int | None = None

@@ -50,7 +50,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import connections, metrics
+from service import connections, logs, metrics
 from service.db import queries
 from service.sealing import Sealer, ServerKeyError
 from statemachine.payload import payload_size
@@ -535,6 +535,7 @@ class HttpRunner:
     ) -> None:
         if self.clients is None:
             self.clients = Clients(self.concurrency)
+        logs.EXECUTION.set(execution_id)  # this task's own context
         sent = 0.0
         try:
             auth_headers = await self._auth_headers(parameters)

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import metrics, webhooks
+from service import logs, metrics, webhooks
 from service.db import queries
 from statemachine import Execution, StateMachine, parse
 from statemachine.events import (
@@ -216,7 +216,9 @@ class Decider:
                     )
                 else:
                     # A cached fold that is not this history's: next round folds afresh.
+                    token = logs.EXECUTION.set(claimed.id)
                     log.warning("execution %s: cached fold out of date", claimed.arn)
+                    logs.EXECUTION.reset(token)
                 continue
             execution.new_events = []
             execution.commands = []
@@ -358,7 +360,9 @@ class Decider:
         in the same transaction: the rest of the batch goes on."""
         for item in claimed:
             exc = broken[item.id]
+            token = logs.EXECUTION.set(item.id)
             log.error("execution %s cannot be processed", item.arn, exc_info=exc)
+            logs.EXECUTION.reset(token)
             self._folded.pop(item.id, None)
             await conn.execute(
                 queries.executions.update()

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import metrics, webhooks
+from service import logs, metrics, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
@@ -308,7 +308,7 @@ def main(
     options: dict[str, Any] | None = None,
 ) -> None:
     """Run a worker in this process until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(Settings().log_format)
 
     async def run() -> None:
         worker = Worker(database_url, lanes=lanes, mock_config=mock_config, **(options or {}))

@@ -249,6 +249,7 @@ def _worker(database_url: str, log: Path) -> subprocess.Popen[bytes]:
         PYTHONUNBUFFERED="1",
         STATEWRIGHT_HTTP_ALLOW="127.0.0.1",
         STATEWRIGHT_SECRET_KEY=SERVER_KEY,
+        STATEWRIGHT_LOG_FORMAT="json",
         **FAST_RETRIES,
     )
     with log.open("ab") as out:
@@ -279,7 +280,10 @@ def test_a_status_change_is_delivered_after_its_worker_was_killed(
         worker = _worker(postgres_database, tmp_path / "worker.log")
         receiver: Receiver | None = None
         try:
-            arn = _start(client, "hooked", {"n": 1})
+            started = client.post(
+                "/api/v1/state-machines/hooked/executions", json={"input": {"n": 1}}
+            ).json()
+            arn, execution_id = started["arn"], started["id"]
             wait_for(
                 lambda: any(
                     d["attempts"] >= 1 for d in client.get("/api/v1/webhooks/w/deliveries").json()
@@ -306,4 +310,10 @@ def test_a_status_change_is_delivered_after_its_worker_was_killed(
                 worker.wait(timeout=15)
             if receiver is not None:
                 receiver.close()
-    assert SECRET not in (tmp_path / "worker.log").read_text(errors="replace")
+    written = (tmp_path / "worker.log").read_text(errors="replace")
+    assert SECRET not in written
+    # JSON log lines; those about a delivery name the execution it concerns.
+    lines = [json.loads(line) for line in written.splitlines() if line.strip()]
+    retries = [line for line in lines if line["message"].startswith("webhook delivery")]
+    assert retries and all(line["level"] == "WARNING" for line in retries)
+    assert {line.get("execution_id") for line in retries} == {execution_id}
