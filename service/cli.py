@@ -180,7 +180,9 @@ def command_worker(args: argparse.Namespace) -> int:
         from service import metrics
 
         try:
-            start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.REGISTRY)
+            start_http_server(
+                args.metrics_port, addr=args.metrics_address, registry=metrics.REGISTRY
+            )
         except OSError as exc:
             raise UsageError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
     from service.settings import Settings
@@ -596,7 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve this worker's Prometheus metrics on 127.0.0.1:PORT/metrics (default: off)",
+        help="serve this worker's Prometheus metrics on PORT at /metrics (default: off)",
+    )
+    worker.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the address of --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)",
     )
     worker.add_argument("--mock-config", metavar="FILE", help=MOCK_HELP)
     worker.set_defaults(handler=command_worker)
