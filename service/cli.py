@@ -164,7 +164,9 @@ def command_db_upgrade(args: argparse.Namespace) -> int:
 
 def command_worker(args: argparse.Namespace) -> int:
     """Run a worker until SIGTERM."""
+    from service import tracing
     from service.db.engine import normalize_url
+    from service.settings import Settings
     from service.worker.loop import main as worker_main
     from service.worker.loop import settings_options
 
@@ -172,6 +174,10 @@ def command_worker(args: argparse.Namespace) -> int:
     normalize_url(url)
     if args.lanes < 1:
         raise UsageError("--lanes must be at least 1")
+    try:
+        tracing.require(Settings().otlp_endpoint)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.metrics_port is not None:
         if not 0 < args.metrics_port < 65536:
             raise UsageError("--metrics-port must be a port number (1-65535)")
@@ -185,8 +191,6 @@ def command_worker(args: argparse.Namespace) -> int:
             )
         except OSError as exc:
             raise UsageError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
-    from service.settings import Settings
-
     worker_main(
         url,
         lanes=args.lanes,
@@ -200,7 +204,7 @@ def command_serve(args: argparse.Namespace) -> int:
     """Run the API (and, for serve and dev, worker lanes in the same process)."""
     import uvicorn
 
-    from service import logs
+    from service import logs, tracing
     from service.app import create_app
     from service.db.engine import normalize_url
     from service.db.migrate import upgrade
@@ -230,6 +234,7 @@ def command_serve(args: argparse.Namespace) -> int:
     )
     try:
         logs.configure(Settings().log_format)
+        tracing.require(Settings().otlp_endpoint)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = 1.0
     webhook_max_age_seconds: float = 86400.0
     webhook_concurrency: int = 16  # deliveries in flight per worker process
+    # OpenTelemetry traces of executions over OTLP/HTTP (e.g. http://collector:4318); off
+    # when empty. Needs pip install 'statewright[otel]'.
+    otlp_endpoint: str | None = None
     # Log lines: "text" for people, "json" (one object per line) for log pipelines.
     log_format: str = "text"
     # The /demo endpoints the sample workflows call (statewright dev turns them on).

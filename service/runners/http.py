@@ -50,7 +50,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import connections, logs, metrics
+from service import connections, logs, metrics, tracing
 from service.db import queries
 from service.sealing import Sealer, ServerKeyError
 from statemachine.payload import payload_size
@@ -443,6 +443,7 @@ class HttpRunner:
     lease: float = 90.0  # longer than any request: an expired lease means a dead worker
     per_host: int = 32  # requests in flight to one host
     per_host_rate: float = 0.0  # requests started per second to one host (0: no limit)
+    traced: bool = False  # traces are exported: traceparent says "sampled"
     clients: Clients | None = None
     _running: set[asyncio.Task[None]] = field(default_factory=set)
     _tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # OAuth, by connection
@@ -541,13 +542,21 @@ class HttpRunner:
             auth_headers = await self._auth_headers(parameters)
             async with self._host_slot(parameters, outbox_id):
                 sent = time.monotonic()
+                # The execution's trace goes on in the service called (W3C Trace Context).
+                arn = idempotency_key.rpartition(":")[0]
+                given = parameters.get("Headers") if isinstance(parameters, dict) else None
+                trace = (
+                    []
+                    if isinstance(given, dict) and "traceparent" in map(str.lower, given)
+                    else [("traceparent", tracing.traceparent(arn, task_id, self.traced))]
+                )
                 output = await invoke(
                     self.clients.next(),
                     parameters,
                     idempotency_key,
                     self.outbound,
                     self.timeout,
-                    auth_headers,
+                    [*auth_headers, *trace],
                 )
             metrics.TASK_SECONDS.labels(RESOURCE, "succeeded").observe(time.monotonic() - sent)
             answers: list[tuple[str, dict[str, JSON]]] = []

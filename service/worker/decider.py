@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service import logs, metrics, webhooks
+from service import logs, metrics, tracing, webhooks
 from service.db import queries
 from statemachine import Execution, StateMachine, parse
 from statemachine.events import (
@@ -75,8 +75,16 @@ class Decider:
     execution the engine cannot process fails on its own; the others in the batch go on.
     """
 
-    def __init__(self, engine: AsyncEngine, *, cache_size: int = 256, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int = 256,
+        batch_size: int = 16,
+        tracer: tracing.Tracer | None = None,
+    ) -> None:
         self.engine = engine
+        self.tracer = tracer
         self.cache_size = cache_size
         self.batch_size = batch_size
         self._folded: OrderedDict[str, tuple[int, Execution]] = OrderedDict()
@@ -102,7 +110,7 @@ class Decider:
                 self._single = len(batch)
             raise
         self.decisions += len(batch)
-        _count(decided)
+        self._committed(decided)
         return len(batch)
 
     async def decide_execution(self, execution_id: str, closed_too: bool = False) -> None:
@@ -118,7 +126,20 @@ class Decider:
             except Exception:
                 self._folded.pop(claimed.id, None)
                 raise
-        _count(decided)
+        self._committed(decided)
+
+    def _committed(self, decided: list[_Work]) -> None:
+        """Metrics and trace spans of committed decisions."""
+        metrics.DECISIONS.inc(len(decided))
+        for work in decided:
+            execution = work.execution
+            assert execution is not None
+            metrics.count_events(work.record.name, execution.new_events)
+            if self.tracer is not None:
+                try:
+                    self.tracer.record(work.record.arn, execution, execution.new_events)
+                except Exception as exc:  # tracing must never cost a decision
+                    log.warning("trace spans of %s not recorded: %s", work.claimed.arn, exc)
 
     async def _machine(
         self, conn: AsyncConnection, version_id: int
@@ -398,14 +419,6 @@ class Decider:
                 )
             )
         await webhooks.record(conn, changes, at)
-
-
-def _count(decided: list[_Work]) -> None:
-    """Metrics of committed decisions."""
-    metrics.DECISIONS.inc(len(decided))
-    for work in decided:
-        assert work.execution is not None
-        metrics.count_events(work.record.name, work.execution.new_events)
 
 
 def _to_incoming(kind: str, body: dict[str, JSON], at: datetime) -> Incoming:

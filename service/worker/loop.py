@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import logs, metrics, webhooks
+from service import logs, metrics, tracing, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
@@ -55,11 +55,13 @@ class Worker:
         webhook_retry_base_seconds: float = 1.0,
         webhook_max_age_seconds: float = 86400.0,
         webhook_concurrency: int = 16,
+        otlp_endpoint: str | None = None,
     ) -> None:
         self.url = normalize_url(database_url)
         # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
         self.engine = engine or create_engine(self.url, pool_size=lanes + 4)
-        self.decider = Decider(self.engine)
+        self.tracer = tracing.Tracer(otlp_endpoint) if otlp_endpoint else None
+        self.decider = Decider(self.engine, tracer=self.tracer)
         # SQLite has one writer at a time: more lanes would only wait on its lock.
         self.lanes = lanes if is_postgres(self.url) else 1
         self.poll_seconds = poll_seconds
@@ -79,6 +81,7 @@ class Worker:
             lease=http_timeout_seconds + 5.0,
             per_host=http_per_host,
             per_host_rate=http_per_host_rate,
+            traced=self.tracer is not None,
         )
         self.deliverer = webhooks.Deliverer(
             self.engine,
@@ -121,6 +124,8 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await self.engine.dispose()
+            if self.tracer is not None:
+                self.tracer.close()
 
     async def _lane(self, number: int) -> None:
         # Each lane has its own wake-up flag, cleared *before* it looks for work: a NOTIFY that
@@ -297,6 +302,7 @@ def settings_options(settings: Settings) -> dict[str, Any]:
         "webhook_retry_base_seconds": settings.webhook_retry_base_seconds,
         "webhook_max_age_seconds": settings.webhook_max_age_seconds,
         "webhook_concurrency": settings.webhook_concurrency,
+        "otlp_endpoint": settings.otlp_endpoint,
         "secret_key": settings.secret_key,
     }
 
