@@ -50,6 +50,7 @@ class Target:
     counts: dict[str, int] = field(default_factory=dict)
     callback_base: str = ""  # the Statewright server, for /callback
     lock: threading.Lock = field(default_factory=threading.Lock)
+    failing: set[str] = field(default_factory=set)  # /item?n=... that answer 500 (late)
     in_flight: int = 0
     most: int = 0  # the most requests to /concurrent in flight at once
 
@@ -90,6 +91,13 @@ def _handler(target: Target) -> type[BaseHTTPRequestHandler]:
             if url.path == "/ok":
                 reply = {"hello": "world", "method": self.command}
                 self._answer(200, json.dumps(reply).encode())
+            elif url.path == "/item":
+                n = urllib.parse.parse_qs(url.query)["n"][0]
+                if n in target.failing:
+                    time.sleep(0.5)  # the items that succeed have answered by then
+                    self._answer(500, b'{"message": "not now"}')
+                else:
+                    self._answer(200, json.dumps({"n": int(n)}).encode())
             elif url.path == "/text":
                 self._answer(200, b"plain words", "text/plain")
             elif url.path == "/missing":
@@ -378,3 +386,50 @@ def test_requests_to_one_host_are_limited(api_server: Server, aws: Any, target: 
     assert len(json.loads(done["output"])) == 12
     # The test servers allow 4 requests in flight per host (STATEWRIGHT_HTTP_PER_HOST).
     assert 2 <= target.most <= 4, target.most
+
+
+def test_a_redriven_map_calls_again_only_the_items_that_failed(
+    api_server: Server, aws: Any, target: Target
+) -> None:
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemProcessor": {
+                    "StartAt": "Call",
+                    "States": {
+                        "Call": {
+                            "Type": "Task",
+                            "Resource": HTTP,
+                            "Parameters": {
+                                "ApiEndpoint": f"{target.base}/item",
+                                "Method": "GET",
+                                "QueryParameters": {"n.$": "States.Format('{}', $)"},
+                            },
+                            "ResultSelector": {"n.$": "$.ResponseBody.n"},
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    before = len(target.requests_to("/item"))
+    target.failing = {"101", "103"}
+    arn = aws.create_state_machine(
+        name=unique("redrive"), definition=json.dumps(definition), roleArn=ROLE
+    )["stateMachineArn"]
+    execution = aws.start_execution(stateMachineArn=arn, input=json.dumps([100, 101, 102, 103]))[
+        "executionArn"
+    ]
+    wait_status(api_server, aws, execution, "FAILED")
+    target.failing = set()
+    aws.redrive_execution(executionArn=execution)
+    done = wait_status(api_server, aws, execution, "SUCCEEDED")
+    assert json.loads(done["output"]) == [{"n": 100}, {"n": 101}, {"n": 102}, {"n": 103}]
+    calls = [s.query["n"][0] for s in target.requests_to("/item")[before:]]
+    # The items that succeeded were not called again; the failed and the aborted ones were.
+    assert sorted(calls) == ["100", "101", "101", "102", "103", "103"]
+    assert done["redriveCount"] == 1
