@@ -43,6 +43,54 @@ _REST_STATUS = {
 MAX_REST_BODY_BYTES = 1_100_000  # a 1 MiB definition plus the request around it
 
 
+class Admission:
+    """At most ``limit`` requests in progress: beyond it, answer at once with 429 and
+    Retry-After (AWS's ThrottlingException on POST /), instead of letting requests queue
+    without bound. Health, readiness and metrics are always answered."""
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            await self._refuse(scope, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _refuse(self, scope: Any, send: Any) -> None:
+        message = f"Rate exceeded: {self.in_flight} requests in progress; retry with back-off"
+        if scope["path"] == "/":
+            body = {"__type": "ThrottlingException", "message": message}
+            kind = b"application/x-amz-json-1.0"
+        else:
+            body = {"code": "ThrottlingException", "message": message}
+            kind = b"application/json"
+        data = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", kind),
+                    (b"content-length", str(len(data)).encode()),
+                    (b"retry-after", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
 class _TooLarge(Exception):
     pass
 
@@ -159,6 +207,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=MAX_REST_BODY_BYTES)
+    app.add_middleware(Admission, limit=settings.max_requests_in_flight)
+    control.set_start_queue_limit(settings.start_queue_limit)
     app.include_router(rest.router)
     app.include_router(rest.callbacks)
     app.include_router(hooks.router)
@@ -227,6 +277,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 }
                 for d in exc.diagnostics
             ]
+        if isinstance(exc, control.ThrottlingException):
+            return JSONResponse(
+                body, status_code=exc.status, headers={"Retry-After": str(exc.retry_after)}
+            )
         return JSONResponse(body, status_code=_REST_STATUS.get(exc.code, 400))
 
     @app.exception_handler(RequestValidationError)

@@ -406,6 +406,14 @@ async def delete_state_machine(engine: AsyncEngine, name: str) -> str:
 # ---------------------------------------------------------------------------- aliases
 
 
+class ThrottlingException(ServiceError):
+    """More requests than the service takes now: try again after ``retry_after`` seconds
+    (AWS's name; boto3 and the AWS CLI retry it with back-off)."""
+
+    status = 429
+    retry_after = 1
+
+
 class ConflictException(ServiceError):
     """The resource exists with another configuration."""
 
@@ -646,6 +654,10 @@ class _Starter:
     transaction committed."""
 
     BATCH = 64
+    # Starts waiting for a transaction beyond this are refused (ThrottlingException) rather
+    # than queued: a burst beyond what the database commits gets a quick answer to retry,
+    # and memory stays bounded. STATEWRIGHT_START_QUEUE_LIMIT sets it for a process.
+    limit = 1024
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -654,6 +666,11 @@ class _Starter:
 
     async def submit(self, request: _Start) -> ExecutionSummary | str:
         """Queue a start; its summary (or the id of the same running start) once committed."""
+        if len(self.queue) >= self.limit:
+            raise ThrottlingException(
+                f"Rate exceeded: {len(self.queue)} starts are waiting to be committed; "
+                "retry with back-off"
+            )
         future: asyncio.Future[ExecutionSummary | str] = asyncio.get_running_loop().create_future()
         self.queue.append((request, future))
         if self.drainer is None or self.drainer.done():
@@ -700,6 +717,12 @@ async def _start_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     else:
         async with engine.begin() as conn:
             yield conn
+
+
+def set_start_queue_limit(limit: int) -> None:
+    """How many starts may wait for their transaction in this process (the rest are
+    ThrottlingException)."""
+    _Starter.limit = max(1, limit)
 
 
 _STARTERS: dict[tuple[int, int], _Starter] = {}

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # OpenTelemetry traces of executions over OTLP/HTTP (e.g. http://collector:4318); off
     # when empty. Needs pip install 'statewright[otel]'.
     otlp_endpoint: str | None = None
+    # Overload: requests in progress in one API process beyond this are answered at once
+    # with 429 and Retry-After (AWS: ThrottlingException), and so are starts beyond the
+    # group-commit queue's limit; health, readiness and metrics are always answered.
+    max_requests_in_flight: int = 1000
+    start_queue_limit: int = 1024
     # Log lines: "text" for people, "json" (one object per line) for log pipelines.
     log_format: str = "text"
     # The /demo endpoints the sample workflows call (statewright dev turns them on).

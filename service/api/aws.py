@@ -639,6 +639,13 @@ ACTIONS: dict[str, Handler] = {
 
 
 def _error(exc: control.ServiceError) -> Response:
+    if isinstance(exc, control.ThrottlingException):
+        return JSONResponse(
+            {"__type": exc.code, "message": str(exc)},
+            status_code=exc.status,
+            headers={"Retry-After": str(exc.retry_after)},
+            media_type="application/x-amz-json-1.0",
+        )
     return JSONResponse(
         {"__type": exc.code, "message": str(exc)},
         status_code=400,
