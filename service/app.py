@@ -91,6 +91,23 @@ class Admission:
         await send({"type": "http.response.body", "body": data})
 
 
+class AwsEndpoint:
+    """POST / is the AWS API (awsJson1_0): answered here, ahead of FastAPI's routing,
+    exception handlers and dependency injection, none of which it uses (it checks its own
+    SigV4, limits and errors). StartExecution's cost per call is mostly framework otherwise."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] == "POST":
+            state = scope["app"].state
+            response = await aws.handle(Request(scope, receive), state.engine, state.auth)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -207,17 +224,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=MAX_REST_BODY_BYTES)
-    app.add_middleware(Admission, limit=settings.max_requests_in_flight)
+    app.add_middleware(AwsEndpoint)
+    app.add_middleware(Admission, limit=settings.max_requests_in_flight)  # the outermost
     control.set_start_queue_limit(settings.start_queue_limit)
     app.include_router(rest.router)
     app.include_router(rest.callbacks)
     app.include_router(hooks.router)
     if settings.demo:
         app.include_router(demo.router)
-
-    @app.post("/", include_in_schema=False)
-    async def aws_api(request: Request) -> Response:
-        return await aws.handle(request, request.app.state.engine, request.app.state.auth)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

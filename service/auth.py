@@ -248,7 +248,7 @@ class Authenticator:
         key_id, day, region = scope[0], scope[1], scope[2]
         stamp = headers.get("x-amz-date", "")
         try:
-            signed_at = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            signed_at = _amz_date(stamp)
         except ValueError:
             raise _incomplete("The request needs an X-Amz-Date header (YYYYMMDDTHHMMSSZ)") from None
         if not stamp.startswith(day):
@@ -328,3 +328,24 @@ def _canonical_query(query: str) -> str:
         (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~")) for k, v in pairs
     )
     return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def _amz_date(stamp: str) -> datetime:
+    """``YYYYMMDDTHHMMSSZ`` (X-Amz-Date) as a datetime; ValueError if it is not one.
+    (strptime costs ten times as much, on every signed request.)"""
+    if (
+        len(stamp) != 16
+        or stamp[8] != "T"
+        or stamp[15] != "Z"
+        or not (stamp[:8].isdigit() and stamp[9:15].isdigit())
+    ):
+        raise ValueError(stamp)
+    return datetime(
+        int(stamp[0:4]),
+        int(stamp[4:6]),
+        int(stamp[6:8]),
+        int(stamp[9:11]),
+        int(stamp[11:13]),
+        int(stamp[13:15]),
+        tzinfo=UTC,
+    )
