@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from statemachine.resources import parse_resource, task_details
+from statemachine.validate import validate
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,16 @@ def test_container_task_events_name_the_integration() -> None:
         "resourceType": "container",
         "resource": "run",
     }
+
+
+@pytest.mark.parametrize(
+    ("arn", "codes"),
+    [
+        ("arn:statewright:::container:run", []),
+        ("arn:statewright:::container:run.waitForTaskToken", []),
+        ("arn:statewright:::", ["INVALID_RESOURCE"]),  # no integration named
+    ],
+)
+def test_statewright_integrations_validate(arn: str, codes: list[str]) -> None:
+    definition = {"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": arn, "End": True}}}
+    assert [d.code for d in validate(definition) if d.severity == "ERROR"] == codes
