@@ -37,5 +37,14 @@ class Settings(BaseSettings):
     http_per_host: int = 32  # ... of which to one host
     http_per_host_rate: float = 0.0  # requests started per second to one host (0: no limit)
     http_timeout_seconds: float = 60.0  # per request (AWS: about 60 s, then States.Http.Socket)
+    # Container tasks: the engine (Docker Engine API: unix:///path or tcp://host:port); unset,
+    # $DOCKER_HOST as Docker's tools read it, else unix:///var/run/docker.sock.
+    container_host: str | None = None
+    container_concurrency: int = 8  # containers followed at once per worker process
+    # A running container's task lease, renewed every third of it: how long a dead worker's
+    # containers go unfollowed, and how soon a timed-out or stopped task's container is killed.
+    container_lease_seconds: float = 30.0
+    # Network values tasks may ask for besides "none" (comma-separated: "host", "bridge", ...).
+    container_networks: str = ""
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

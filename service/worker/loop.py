@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
+from service.runners.container import ContainerRunner, DockerEngine
 from service.runners.http import HttpRunner, Outbound
 from service.runners.mock import MockRunner
 from service.sealing import Sealer
@@ -50,6 +51,10 @@ class Worker:
         secret_key: str | None = None,
         http_per_host: int = 32,
         http_per_host_rate: float = 0.0,
+        container_host: str | None = None,
+        container_concurrency: int = 8,
+        container_lease_seconds: float = 30.0,
+        container_networks: str = "",
     ) -> None:
         self.url = normalize_url(database_url)
         # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
@@ -60,10 +65,11 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.mock_runner = MockRunner(self.engine, mock_config) if mock_config else None
         self.express_retention = timedelta(seconds=express_retention_seconds)
+        worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.http_runner = HttpRunner(
             self.engine,
             Outbound.parse(http_allow.split(",")),
-            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            worker_id=worker_id,
             sealer=Sealer(secret_key) if secret_key else None,
             concurrency=http_concurrency,
             timeout=http_timeout_seconds,
@@ -74,6 +80,16 @@ class Worker:
         )
         self._http_wake = asyncio.Event()
         self.http_runner.on_recorded = lambda: self._notified("")
+        self.container_runner = ContainerRunner(
+            self.engine,
+            DockerEngine.from_environment(container_host),
+            worker_id=worker_id,
+            concurrency=container_concurrency,
+            lease=container_lease_seconds,
+            networks=("none", *(n.strip() for n in container_networks.split(",") if n.strip())),
+            on_recorded=lambda: self._notified(""),
+        )
+        self._container_wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
@@ -94,6 +110,7 @@ class Worker:
                 lanes.append(self._mock_lane())
             lanes.append(self._retention_lane())
             lanes.append(self._http_lane())
+            lanes.append(self._container_lane())
             await asyncio.gather(*lanes)
         finally:
             if listener is not None:
@@ -166,6 +183,21 @@ class Worker:
                 await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
         await self.http_runner.close()
 
+    async def _container_lane(self) -> None:
+        """Start container tasks as they come (bounded by the runner's concurrency); on stop,
+        hand the containers still running to the next worker (they run on)."""
+        wake = self._container_wake
+        while not self.stopping.is_set():
+            wake.clear()
+            try:
+                started = await self.container_runner.run_some()
+            except Exception as exc:  # the database is away: try again later
+                log.warning("container runner: %s", exc)
+                started = 0
+            if not started:
+                await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
+        await self.container_runner.close()
+
     async def _retention_lane(self) -> None:
         """Forget closed EXPRESS executions once they are older than the retention (AWS keeps
         no Express history at all; here they stay describable for a while). Every worker
@@ -187,6 +219,7 @@ class Worker:
         for wake in self._lane_wakes:
             wake.set()
         self._http_wake.set()
+        self._container_wake.set()
 
     def _notified(self, payload: str) -> None:
         """New outbox tasks wake the runners. Anything else became due for a decision: wake
@@ -197,6 +230,7 @@ class Worker:
             if self._mock_wake is not None:
                 self._mock_wake.set()
             self._http_wake.set()
+            self._container_wake.set()
         elif self._idle:
             self._idle[-1].set()
         else:
@@ -251,6 +285,10 @@ def settings_options(settings: Settings) -> dict[str, Any]:
         "http_per_host": settings.http_per_host,
         "http_per_host_rate": settings.http_per_host_rate,
         "secret_key": settings.secret_key,
+        "container_host": settings.container_host,
+        "container_concurrency": settings.container_concurrency,
+        "container_lease_seconds": settings.container_lease_seconds,
+        "container_networks": settings.container_networks,
     }
 
 
