@@ -173,6 +173,7 @@ def _launch(
     workers: int,
     key: tuple[str, str],
     command: str,
+    env: dict[str, str],
 ) -> Server:
     port = free_port()
     with log_path.open("ab") as out:  # the child keeps its own descriptor
@@ -197,23 +198,29 @@ def _launch(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_child_env(),
+            env={**_child_env(), **env},
         )
     return Server(f"http://127.0.0.1:{port}", backend, database_url, process, log_path, *key)
 
 
 @contextlib.contextmanager
 def running_server(
-    database_url: str, log_path: Path, *, backend: str, workers: int = 2, command: str = "serve"
+    database_url: str,
+    log_path: Path,
+    *,
+    backend: str,
+    workers: int = 2,
+    command: str = "serve",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Start ``statewright serve`` (or ``command``: ``dev``) on ``database_url``; yield it once
-    healthy; stop it after."""
+    """Start ``statewright serve`` (or ``command``: ``dev``) on ``database_url``, with ``env``
+    added to its environment; yield it once healthy; stop it after."""
     deadline = time.monotonic() + START_TIMEOUT_S
     server: Server | None = None
     key = create_key(database_url)
     try:
         for _ in range(START_ATTEMPTS):
-            server = _launch(database_url, backend, log_path, workers, key, command)
+            server = _launch(database_url, backend, log_path, workers, key, command, env or {})
             if _wait_healthy(server, deadline):
                 break
             _stop(server.process)
