@@ -345,6 +345,8 @@ class DockerEngine:
         stdout, stdout_bytes, stderr_tail = await self._logs(name)
         begun, ended = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
         duration = (ended - begun).total_seconds() if begun and ended and ended > begun else 0.0
+        if exit_code == 137 and spec.timeout_seconds and duration >= spec.timeout_seconds:
+            timed_out = True  # killed at its timeout by the worker that followed it before
         return Exited(exit_code, stdout, stdout_bytes, stderr_tail, duration, timed_out)
 
     async def remove(self, name: str) -> None:
@@ -489,12 +491,8 @@ class DockerEngine:
         return int(response.json()["StatusCode"])
 
     async def _logs(self, name: str) -> tuple[bytes, int, bytes]:
-        """stdout (its first MAX_STDOUT_BYTES) and how long it was, and stderr's tail;
-        streamed frame by frame, never more than those in memory. Frames: [stream (1 stdout,
-        2 stderr), 0, 0, 0, size (uint32, big-endian)] and the payload."""
-        stdout, stderr = bytearray(), bytearray()
-        stdout_bytes = 0
-        pending = bytearray()
+        """stdout (its first MAX_STDOUT_BYTES) and how long it was, and stderr's tail."""
+        logs = Logs()
         try:
             async with self.client.stream(
                 "GET", f"/containers/{name}/logs", params={"stdout": "1", "stderr": "1"}
@@ -503,22 +501,47 @@ class DockerEngine:
                     await response.aread()
                     raise EngineUnavailable(f"reading {name}'s logs: {_message(response)}")
                 async for chunk in response.aiter_bytes():
-                    pending += chunk
-                    while len(pending) >= 8:
-                        size = int.from_bytes(pending[4:8], "big")
-                        if len(pending) < 8 + size:
-                            break
-                        stream, payload = pending[0], bytes(pending[8 : 8 + size])
-                        del pending[: 8 + size]
-                        if stream == 2:
-                            stderr += payload
-                            del stderr[:-STDERR_TAIL_BYTES]
-                        else:
-                            stdout_bytes += len(payload)
-                            stdout += payload[: max(MAX_STDOUT_BYTES - len(stdout), 0)]
+                    logs.feed(chunk)
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"reading {name}'s logs: {exc!r}") from None
-        return bytes(stdout), stdout_bytes, bytes(stderr)
+        return bytes(logs.stdout), logs.stdout_bytes, bytes(logs.stderr)
+
+
+@dataclass
+class Logs:
+    """A container's logs as the Docker API streams them (without a TTY), kept bounded: the
+    first MAX_STDOUT_BYTES of stdout (and its length) and the last STDERR_TAIL_BYTES of stderr,
+    however long they are and however the stream is cut into chunks, even inside one frame.
+    Frames: [stream (1 stdout, 2 stderr), 0, 0, 0, size (uint32 big-endian)], then the payload."""
+
+    stdout: bytearray = field(default_factory=bytearray)
+    stdout_bytes: int = 0
+    stderr: bytearray = field(default_factory=bytearray)
+    _header: bytearray = field(default_factory=bytearray)
+    _stream: int = 1
+    _left: int = 0  # payload bytes of the current frame still to come
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of the stream."""
+        view = memoryview(chunk)
+        while view:
+            if self._left == 0:
+                take = 8 - len(self._header)
+                self._header += view[:take]
+                view = view[take:]
+                if len(self._header) == 8:
+                    self._stream = self._header[0]
+                    self._left = int.from_bytes(self._header[4:8], "big")
+                    self._header.clear()
+                continue
+            payload, view = view[: self._left], view[self._left :]
+            self._left -= len(payload)
+            if self._stream == 2:
+                self.stderr += payload
+                del self.stderr[:-STDERR_TAIL_BYTES]
+            else:
+                self.stdout_bytes += len(payload)
+                self.stdout += payload[: max(MAX_STDOUT_BYTES - len(self.stdout), 0)]
 
 
 async def _write_and_close(
@@ -693,7 +716,10 @@ class ContainerRunner:
                         name,
                     )
                     running.cancel()
-                    await self.backend.remove(name)
+                    try:
+                        await self.backend.remove(name)
+                    except EngineUnavailable as exc:
+                        log.warning("container task %s: %s", claimed.idempotency_key, exc)
                     return
             exited = running.result()
             try:
