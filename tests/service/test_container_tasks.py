@@ -7,6 +7,7 @@ while its container runs (exactly one container for the attempt, the execution f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from service import control
+from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from service.runners.container import EXECUTION_LABEL
 from tests.postgres import PostgresServer, _Names, clone_database
@@ -362,9 +365,9 @@ def test_stop_execution_kills_the_container(api: httpx.Client) -> None:
 # ---------------------------------------------------------------------------- crash
 
 
-def _worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+def _worker(url: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
-    env.update(PYTHONUNBUFFERED="1", STATEWRIGHT_CONTAINER_LEASE_SECONDS="2")
+    env.update(PYTHONUNBUFFERED="1", STATEWRIGHT_CONTAINER_LEASE_SECONDS="2", **extra)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--database-url", url],
@@ -375,52 +378,48 @@ def _worker(url: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+async def _begin(url: str, definition: dict[str, Any]) -> str:
+    engine = create_engine(url)
+    await control.create_state_machine(engine, "crash", definition)
+    execution = (await control.start_execution(engine, "crash", {})).id
+    await engine.dispose()
+    return execution
+
+
+async def _outcome(url: str, execution: str) -> tuple[str, Any, list[str]]:
+    engine = create_engine(url)
+    summary = await control.describe_execution(engine, execution)
+    types = [e.type for e in await control.history(engine, execution)]
+    await engine.dispose()
+    return summary.status, summary.output, types
+
+
+def _ended(url: str, execution: str) -> Callable[[], tuple[str, Any, list[str]] | None]:
+    def probe() -> tuple[str, Any, list[str]] | None:
+        result = asyncio.run(_outcome(url, execution))
+        return result if result[0] != "RUNNING" else None
+
+    return probe
+
+
 def test_a_killed_worker_s_container_is_followed_not_run_again(
     container_engine: str, postgres_database: str, tmp_path: Path
 ) -> None:
-    import asyncio
-
-    from service import control
-    from service.db.engine import create_engine
-
     url = postgres_database
     upgrade(url)
     definition = task({"Image": IMAGE, "Command": ["sh", "-c", "sleep 3; echo '{\"done\": true}'"]})
-
-    async def begin() -> str:
-        engine = create_engine(url)
-        await control.create_state_machine(engine, "crash", definition)
-        execution = (await control.start_execution(engine, "crash", {})).id
-        await engine.dispose()
-        return execution
-
-    async def outcome(execution: str) -> tuple[str, Any, list[str]]:
-        engine = create_engine(url)
-        summary = await control.describe_execution(engine, execution)
-        types = [e.type for e in await control.history(engine, execution)]
-        await engine.dispose()
-        return summary.status, summary.output, types
-
     log = tmp_path / "workers.log"
     since = time.time()
     first = _worker(url, log)
     second: subprocess.Popen[bytes] | None = None
     try:
-        execution = asyncio.run(begin())
+        execution = asyncio.run(_begin(url, definition))
         deadline_wait(lambda: containers_of(execution, running_only=True), "the container")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        assert containers_of(execution, running_only=True), (
-            containers_of(execution),
-            log.read_text(),
-        )
+        assert containers_of(execution, running_only=True), "the container died with the worker"
         second = _worker(url, log)
-
-        def ended() -> tuple[str, Any, list[str]] | None:
-            result = asyncio.run(outcome(execution))
-            return result if result[0] != "RUNNING" else None
-
-        status, output, types = deadline_wait(ended, f"the execution ({log.read_text()})")
+        status, output, types = deadline_wait(_ended(url, execution), "the execution")
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -433,3 +432,31 @@ def test_a_killed_worker_s_container_is_followed_not_run_again(
     # The engine's own record: one container was ever created for this execution's attempt.
     assert creates_of(execution, since) == 1
     none_left(execution)
+
+
+def test_an_unreachable_engine_leaves_the_task_to_be_retried(
+    container_engine: str, postgres_database: str, tmp_path: Path
+) -> None:
+    url = postgres_database
+    upgrade(url)
+    definition = task({"Image": IMAGE, "Command": ["echo", '{"late": true}']})
+    log = tmp_path / "workers.log"
+    first = _worker(url, log, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        execution = asyncio.run(_begin(url, definition))
+        deadline_wait(lambda: "cannot be reached" in log.read_text(), "the worker's complaint")
+        status, _, types = asyncio.run(_outcome(url, execution))
+        assert status == "RUNNING" and "TaskFailed" not in types, types
+        first.send_signal(signal.SIGTERM)  # it hands its task back as it stops
+        first.wait(15)
+        second = _worker(url, log)
+        status, output, types = deadline_wait(_ended(url, execution), "the execution")
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert status == "SUCCEEDED", log.read_text()
+    assert output["Stdout"] == {"late": True}
+    assert types.count("TaskStarted") == 1 and "TaskFailed" not in types
