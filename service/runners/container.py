@@ -54,6 +54,7 @@ import os
 import posixpath
 import re
 import tarfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -258,10 +259,13 @@ def task_output(spec: ContainerSpec, exited: Exited) -> JSON:
 class ContainerBackend(Protocol):
     """Runs containers somewhere: the Docker Engine API here; a Kubernetes Job could be next."""
 
-    async def run(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> Exited:
+    async def run(
+        self, spec: ContainerSpec, name: str, labels: dict[str, str], new: bool
+    ) -> Exited:
         """Run the container ``name`` to its end, or follow it if it exists already (a
-        crashed worker's); raise TaskFailure for the task's faults, EngineUnavailable for
-        the engine's."""
+        crashed worker's; ``new``: no worker took this attempt before, so there is none to
+        look for); raise TaskFailure for the task's faults, EngineUnavailable for the
+        engine's."""
         ...
 
     async def remove(self, name: str) -> None:
@@ -322,8 +326,10 @@ class DockerEngine:
                 f"{type(exc).__name__}: {exc}"
             ) from None
 
-    async def run(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> Exited:
-        state = await self._inspect(name)
+    async def run(
+        self, spec: ContainerSpec, name: str, labels: dict[str, str], new: bool
+    ) -> Exited:
+        state = None if new else await self._inspect(name)
         if state is None:
             created = await self._create(spec, name, labels)
             state = await self._inspect(name) if not created else {"Status": "created"}
@@ -331,7 +337,9 @@ class DockerEngine:
             raise EngineUnavailable(f"the container {name} vanished while being followed")
         started: datetime | None = None
         stdin: asyncio.Task[None] | None = None
-        if state.get("Status") in ("created", "configured"):
+        following = state.get("Status") not in ("created", "configured")
+        began = time.monotonic()
+        if not following:
             if spec.input_file is not None and spec.input is not None:
                 await self._put_file(name, spec.input_file, spec.input)
             stdin = await self._start(name, spec)
@@ -343,13 +351,15 @@ class DockerEngine:
         finally:
             if stdin is not None:
                 stdin.cancel()
-        state = await self._inspect(name) or {}
+        duration = time.monotonic() - began
+        if following:  # it ran before this worker looked: the engine knows how long
+            state = await self._inspect(name) or {}
+            begun, ended = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
+            duration = (ended - begun).total_seconds() if begun and ended else 0.0
+            if exit_code == 137 and spec.timeout_seconds and duration >= spec.timeout_seconds:
+                timed_out = True  # killed at its timeout by the worker followed before
         stdout, stdout_bytes, stderr_tail = await self._logs(name)
-        begun, ended = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
-        duration = (ended - begun).total_seconds() if begun and ended and ended > begun else 0.0
-        if exit_code == 137 and spec.timeout_seconds and duration >= spec.timeout_seconds:
-            timed_out = True  # killed at its timeout by the worker that followed it before
-        return Exited(exit_code, stdout, stdout_bytes, stderr_tail, duration, timed_out)
+        return Exited(exit_code, stdout, stdout_bytes, stderr_tail, max(duration, 0.0), timed_out)
 
     async def remove(self, name: str) -> None:
         response = await self._call("DELETE", f"/containers/{name}", params={"force": "1"})
@@ -614,6 +624,7 @@ class Claimed:
     resource: str
     parameters: JSON
     idempotency_key: str
+    new: bool  # it was PENDING: no worker took this attempt before
 
 
 @dataclass
@@ -710,7 +721,9 @@ class ContainerRunner:
                 at,
             )
             values = await queries.load_payloads(conn, [row[4] for row in rows])
-        return [Claimed(r[0], r[1], r[2], r[3], values[r[4]], r[5]) for r in rows]
+        return [
+            Claimed(r[0], r[1], r[2], r[3], values[r[4]], r[5], r[6] == "PENDING") for r in rows
+        ]
 
     async def _run(self, claimed: Claimed) -> None:
         name = container_name(claimed.idempotency_key)
@@ -720,7 +733,7 @@ class ContainerRunner:
             await self._record(claimed, [_failed(claimed, failure)])
             return
         labels = {KEY_LABEL: claimed.idempotency_key, EXECUTION_LABEL: claimed.execution_id}
-        running = asyncio.create_task(self.backend.run(spec, name, labels))
+        running = asyncio.create_task(self.backend.run(spec, name, labels, claimed.new))
         try:
             while True:
                 done, _ = await asyncio.wait({running}, timeout=self.lease / 3)

@@ -128,11 +128,15 @@ class Worker:
         while not self.stopping.is_set():
             wake.clear()
             try:
+                scheduled = self.decider.tasks_scheduled
                 worked = await self.decider.decide_due()
                 backoff = 0.1
-                if worked and not is_postgres(self.url):
-                    # No NOTIFY on the embedded store: tell this process's runners that the
-                    # decision may have queued tasks.
+                if worked and (
+                    self.decider.tasks_scheduled != scheduled or not is_postgres(self.url)
+                ):
+                    # Tell this process's runners of the tasks at once: on Postgres without
+                    # waiting for the NOTIFY to come back; the embedded store has none (and
+                    # another lane may have queued them meanwhile: look anyway).
                     self._notified(queries.TASKS_NOTICE)
             except queries.StaleVersion:
                 continue  # another worker moved it on; the row is free again
