@@ -502,16 +502,21 @@ class DockerEngine:
             self._podman = "libpod-api-version" in ping.headers
         if self._podman:
             # podman's Docker-compatible wait polls every 250 ms (half the run of a short
-            # container); its own endpoint takes an interval. "stopped" comes before the
-            # cleanup that makes it "exited"; a container found exited matches the second.
-            response = await self._call(
-                "POST",
-                self.client.base_url.copy_with(path=f"/{LIBPOD_API}/containers/{name}/wait"),
-                params={"condition": ["stopped", "exited"], "interval": "20ms"},
-                timeout=None,
-            )
-            if response.status_code == 200:
-                return int(response.json())
+            # container); its own endpoint takes an interval: 10 ms for the first seconds,
+            # then 200 ms (a long container need not be asked 100 times a second). "stopped"
+            # comes before the cleanup that makes it "exited"; one found exited matches that.
+            url = self.client.base_url.copy_with(path=f"/{LIBPOD_API}/containers/{name}/wait")
+            for interval, seconds in (("10ms", 2.0), ("200ms", None)):
+                params = {"condition": ["stopped", "exited"], "interval": interval}
+                try:
+                    response = await asyncio.wait_for(
+                        self._call("POST", url, params=params, timeout=None), seconds
+                    )
+                except TimeoutError:
+                    continue
+                if response.status_code == 200:
+                    return int(response.json())
+                break
         else:
             response = await self._call("POST", f"/containers/{name}/wait", timeout=None)
             if response.status_code == 200:

@@ -192,6 +192,15 @@ def test_text_stdout_stays_text(api: httpx.Client) -> None:
     assert done["output"]["Stdout"] == "plain words\n"
 
 
+def test_a_container_past_the_quick_wait_is_still_waited_for(api: httpx.Client) -> None:
+    # podman is asked every 10 ms for 2 s, then every 200 ms.
+    execution = start(api, task({"Image": IMAGE, "Command": ["sh", "-c", "sleep 2.5; echo 7"]}))
+    done = finished(api, execution)
+    assert done["status"] == "SUCCEEDED", done
+    assert done["output"]["Stdout"] == 7
+    assert 2.5 <= done["output"]["Duration"] < 10
+
+
 def test_non_zero_exit_is_caught_with_stderr_tail_as_cause(api: httpx.Client) -> None:
     definition = {
         "StartAt": "Run",
