@@ -2,13 +2,16 @@
 
 The runner takes pending container tasks from the outbox with a lease (the row is marked
 RUNNING, claimed by this worker until ``claim_expires_at``), records TaskStarted, and runs the
-container through a backend (the Docker Engine API: Docker, or podman's compatible service).
+container through a backend: ``ContainerSpec`` (parsed from the Parameters) is the same for
+every backend; ``service/runners/docker.py`` is the Docker Engine API (Docker, or podman's
+compatible service), and another (a Kubernetes Job) would implement ``ContainerBackend``.
 The container of an attempt is named after the attempt's idempotency key (the execution ARN
 and the TaskScheduled event id): ``statewright-<sha256 of the key, 24 hex digits>``, with the
 labels ``statewright.idempotency-key`` and ``statewright.execution``. Crash points:
 
 * **before the create**: the lease runs out, another worker claims the row, finds no
-  container of that name and creates it: it runs once.
+  container of that name and creates it: it runs once. (A claim of a PENDING row, which no
+  worker took before, creates without looking.)
 * **between create and start**: the next worker finds the container ``created`` and starts it.
 * **while it runs**: the next worker finds it running (or exited) and follows it: waits, reads
   its logs, records the result. It never starts a second one; a create that meets the name
@@ -17,8 +20,9 @@ labels ``statewright.idempotency-key`` and ``statewright.execution``. Crash poin
   it leaves the container with its stdin cut short (InputFile is written before the start).
 * **after the exit, before the result is recorded**: the next worker finds it exited and
   reads the same logs; the result is recorded once (only by the row's current holder).
-* **after the record, before the remove**: the exited container is left behind (a leak, not a
-  second run); ``statewright.*`` labels find it.
+* **after the record, before the remove**: the exited container is left behind (not a second
+  run); a worker that runs container tasks sweeps such leftovers (exited, and their attempt's
+  row closed in this database) after its first claim and every ``SWEEP_SECONDS``.
 
 While a container runs the worker renews its lease every ``lease / 3`` s; a renewal that finds
 the row no longer its RUNNING row (the state's TimeoutSeconds closed it, the execution was
@@ -47,20 +51,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import logging
-import os
-import posixpath
-import re
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -74,11 +72,9 @@ RESOURCE = "arn:statewright:::container:run"
 RESOURCES = (RESOURCE, RESOURCE + ".waitForTaskToken")
 MAX_STDOUT_BYTES = 256 * 1024
 STDERR_TAIL_BYTES = 4 * 1024
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-API_VERSION = "v1.41"  # Docker 20.10; podman 4 speaks it too
-LIBPOD_API = "v4.0.0/libpod"  # podman's own API, for its faster wait
 KEY_LABEL = "statewright.idempotency-key"
 EXECUTION_LABEL = "statewright.execution"
+SWEEP_SECONDS = 600.0
 PARAMETERS = frozenset(
     "Image Command Entrypoint Environment WorkingDir User MemoryMiB CpuCount Network "
     "TimeoutSeconds Input InputFile".split()
@@ -272,348 +268,13 @@ class ContainerBackend(Protocol):
         """Kill (if running) and remove the container ``name``; nothing if it is gone."""
         ...
 
+    async def exited(self) -> dict[str, str]:
+        """The exited containers labelled with an idempotency key: {name: key}."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
-
-
-# ---------------------------------------------------------------------------- Docker API
-
-
-@dataclass
-class DockerEngine:
-    """The Docker Engine REST API (Docker, or podman's ``system service``) at ``host``:
-    ``unix:///path`` or ``tcp://host:port`` (plain: no TLS), as ``DOCKER_HOST`` says."""
-
-    host: str = DEFAULT_DOCKER_HOST
-    _client: httpx.AsyncClient | None = None
-    _podman: bool | None = None  # the engine is podman (asked once)
-
-    @classmethod
-    def from_environment(cls, host: str | None = None) -> DockerEngine:
-        """The engine at ``host``, else ``$DOCKER_HOST``, else Docker's default socket."""
-        return cls(host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST)
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            if self.host.startswith("unix://"):
-                transport = httpx.AsyncHTTPTransport(uds=self.host.removeprefix("unix://"))
-                base = "http://docker"
-            elif self.host.startswith("tcp://"):
-                transport = httpx.AsyncHTTPTransport()
-                base = "http://" + self.host.removeprefix("tcp://")
-            else:
-                raise EngineUnavailable(
-                    f"DOCKER_HOST={self.host}: only unix:// and tcp:// engines are supported"
-                )
-            self._client = httpx.AsyncClient(
-                transport=transport, base_url=f"{base}/{API_VERSION}", timeout=30.0
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _call(self, method: str, path: str | httpx.URL, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self.client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise EngineUnavailable(
-                f"the container engine at {self.host} cannot be reached: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-
-    async def run(
-        self, spec: ContainerSpec, name: str, labels: dict[str, str], new: bool
-    ) -> Exited:
-        state = None if new else await self._inspect(name)
-        if state is None:
-            created = await self._create(spec, name, labels)
-            state = await self._inspect(name) if not created else {"Status": "created"}
-        if state is None:  # removed between the name conflict and the look
-            raise EngineUnavailable(f"the container {name} vanished while being followed")
-        started: datetime | None = None
-        stdin: asyncio.Task[None] | None = None
-        following = state.get("Status") not in ("created", "configured")
-        began = time.monotonic()
-        if not following:
-            if spec.input_file is not None and spec.input is not None:
-                await self._put_file(name, spec.input_file, spec.input)
-            stdin = await self._start(name, spec)
-        else:  # a crashed worker's container: follow it
-            started = _time(state.get("StartedAt"))
-            log.info("following the existing container %s (%s)", name, state.get("Status"))
-        try:
-            exit_code, timed_out = await self._wait(name, spec.timeout_seconds, started)
-        finally:
-            if stdin is not None:
-                stdin.cancel()
-        duration = time.monotonic() - began
-        if following:  # it ran before this worker looked: the engine knows how long
-            state = await self._inspect(name) or {}
-            begun, ended = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
-            duration = (ended - begun).total_seconds() if begun and ended else 0.0
-            if exit_code == 137 and spec.timeout_seconds and duration >= spec.timeout_seconds:
-                timed_out = True  # killed at its timeout by the worker followed before
-        stdout, stdout_bytes, stderr_tail = await self._logs(name)
-        return Exited(exit_code, stdout, stdout_bytes, stderr_tail, max(duration, 0.0), timed_out)
-
-    async def remove(self, name: str) -> None:
-        response = await self._call("DELETE", f"/containers/{name}", params={"force": "1"})
-        if response.status_code not in (200, 204, 404):
-            raise EngineUnavailable(f"removing {name}: {_message(response)}")
-
-    async def _inspect(self, name: str) -> dict[str, JSON] | None:
-        response = await self._call("GET", f"/containers/{name}/json")
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise EngineUnavailable(f"inspecting {name}: {_message(response)}")
-        state: dict[str, JSON] = response.json().get("State") or {}
-        return state
-
-    async def _create(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> bool:
-        """Create the container; False when the name is taken (another attempt's worker
-        created it: follow that one)."""
-        host_config: dict[str, JSON] = {"NetworkMode": spec.network}
-        if spec.memory_mib is not None:
-            host_config["Memory"] = spec.memory_mib * 1024 * 1024
-        if spec.cpu_count is not None:
-            host_config["NanoCpus"] = int(spec.cpu_count * 1e9)
-        body: dict[str, JSON] = {
-            "Image": spec.image,
-            "Env": [f"{k}={v}" for k, v in spec.environment],
-            "Labels": labels,
-            "HostConfig": host_config,
-        }
-        if spec.command is not None:
-            body["Cmd"] = list(spec.command)
-        if spec.entrypoint is not None:
-            body["Entrypoint"] = list(spec.entrypoint)
-        if spec.working_dir is not None:
-            body["WorkingDir"] = spec.working_dir
-        if spec.user is not None:
-            body["User"] = spec.user
-        if spec.stdin is not None:
-            # StdinOnce: the container's stdin closes when the attached writer closes.
-            body.update(AttachStdin=True, OpenStdin=True, StdinOnce=True)
-        response = await self._call("POST", "/containers/create", params={"name": name}, json=body)
-        message = _message(response)
-        if response.status_code == 409 or "already in use" in message:
-            return False
-        if response.status_code == 404:
-            raise TaskFailure(
-                "Container.ImageNotFound",
-                f"the image {spec.image} is not in the container engine (images are not "
-                f"pulled: pull it into the engine first): {message}",
-            )
-        if response.status_code >= 500 and "no such image" in message.lower():
-            raise TaskFailure("Container.ImageNotFound", f"the image {spec.image}: {message}")
-        if response.status_code != 201:
-            raise TaskFailure("Container.CreateFailed", f"creating a container: {message}")
-        return True
-
-    async def _put_file(self, name: str, path: str, data: bytes) -> None:
-        """Put ``data`` at ``path`` in the (created, not started) container: a tar archive
-        extracted at /, with the parent directories."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            parts = path.strip("/").split("/")
-            for depth in range(1, len(parts)):
-                folder = tarfile.TarInfo(posixpath.join(*parts[:depth]))
-                folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(folder)
-            info = tarfile.TarInfo("/".join(parts))
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-        response = await self._call(
-            "PUT",
-            f"/containers/{name}/archive",
-            params={"path": "/"},
-            content=buffer.getvalue(),
-            headers={"Content-Type": "application/x-tar"},
-        )
-        if response.status_code != 200:
-            raise TaskFailure("Container.CreateFailed", f"writing {path}: {_message(response)}")
-
-    async def _start(self, name: str, spec: ContainerSpec) -> asyncio.Task[None] | None:
-        """Start the container; the task writing its stdin, if it has one (in the
-        background: a container that does not read its stdin must not hold up the wait)."""
-        stdin = await self._attach_stdin(name) if spec.stdin is not None else None
-        response = await self._call("POST", f"/containers/{name}/start")
-        if response.status_code not in (204, 304):
-            if stdin is not None:
-                stdin[1].close()
-            raise TaskFailure("Container.StartFailed", _message(response))
-        if stdin is None or spec.stdin is None:
-            return None
-        return asyncio.create_task(_write_and_close(*stdin, spec.stdin))
-
-    async def _attach_stdin(self, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A hijacked attach connection to the container's stdin (made before the start, so
-        nothing written is lost). httpx does not hand out upgraded connections: this one
-        request is written by hand on its own socket."""
-        path = f"/{API_VERSION}/containers/{name}/attach?stream=1&stdin=1&stdout=0&stderr=0"
-        try:
-            if self.host.startswith("unix://"):
-                reader, writer = await asyncio.open_unix_connection(
-                    self.host.removeprefix("unix://")
-                )
-            else:
-                address, _, port = self.host.removeprefix("tcp://").rpartition(":")
-                reader, writer = await asyncio.open_connection(address, int(port))
-            writer.write(
-                f"POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n"
-                "Upgrade: tcp\r\nContent-Length: 0\r\n\r\n".encode()
-            )
-            await writer.drain()
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            raise EngineUnavailable(f"attaching to {name}'s stdin: {exc!r}") from None
-        if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.1 200", b"HTTP/1.0 200")):
-            writer.close()
-            raise EngineUnavailable(f"attaching to {name}'s stdin: {head[:200]!r}")
-        return reader, writer
-
-    async def _wait(
-        self, name: str, timeout: float | None, started: datetime | None
-    ) -> tuple[int, bool]:
-        """The exit code, and whether the container was killed at its timeout (counted
-        from its start, also when a crashed worker started it)."""
-        waiting = self._wait_exit(name)
-        if timeout is None:
-            return await waiting, False
-        if started is not None:
-            timeout -= (datetime.now(UTC) - started).total_seconds()
-        try:
-            return await asyncio.wait_for(waiting, max(timeout, 0.0)), False
-        except TimeoutError:
-            response = await self._call("POST", f"/containers/{name}/kill")
-            if response.status_code not in (204, 409):  # 409: it exited meanwhile
-                raise EngineUnavailable(f"killing {name}: {_message(response)}") from None
-            return await self._wait_exit(name), True
-
-    async def _wait_exit(self, name: str) -> int:
-        if self._podman is None:  # podman's /_ping answers with its own API version too
-            ping = await self._call("GET", self.client.base_url.copy_with(path="/_ping"))
-            self._podman = "libpod-api-version" in ping.headers
-        if self._podman:
-            # podman's Docker-compatible wait polls every 250 ms (half the run of a short
-            # container); its own endpoint takes an interval: 10 ms for the first seconds,
-            # then 200 ms (a long container need not be asked 100 times a second). "stopped"
-            # comes before the cleanup that makes it "exited"; one found exited matches that.
-            url = self.client.base_url.copy_with(path=f"/{LIBPOD_API}/containers/{name}/wait")
-            for interval, seconds in (("10ms", 2.0), ("200ms", None)):
-                params = {"condition": ["stopped", "exited"], "interval": interval}
-                try:
-                    response = await asyncio.wait_for(
-                        self._call("POST", url, params=params, timeout=None), seconds
-                    )
-                except TimeoutError:
-                    continue
-                if response.status_code == 200:
-                    return int(response.json())
-                break
-        else:
-            response = await self._call("POST", f"/containers/{name}/wait", timeout=None)
-            if response.status_code == 200:
-                return int(response.json()["StatusCode"])
-        raise EngineUnavailable(f"waiting for {name}: {_message(response)}")
-
-    async def _logs(self, name: str) -> tuple[bytes, int, bytes]:
-        """stdout (its first MAX_STDOUT_BYTES) and how long it was, and stderr's tail."""
-        logs = Logs()
-        try:
-            async with self.client.stream(
-                "GET", f"/containers/{name}/logs", params={"stdout": "1", "stderr": "1"}
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise EngineUnavailable(f"reading {name}'s logs: {_message(response)}")
-                async for chunk in response.aiter_bytes():
-                    logs.feed(chunk)
-        except httpx.TransportError as exc:
-            raise EngineUnavailable(f"reading {name}'s logs: {exc!r}") from None
-        return bytes(logs.stdout), logs.stdout_bytes, bytes(logs.stderr)
-
-
-@dataclass
-class Logs:
-    """A container's logs as the Docker API streams them (without a TTY), kept bounded: the
-    first MAX_STDOUT_BYTES of stdout (and its length) and the last STDERR_TAIL_BYTES of stderr,
-    however long they are and however the stream is cut into chunks, even inside one frame.
-    Frames: [stream (1 stdout, 2 stderr), 0, 0, 0, size (uint32 big-endian)], then the payload."""
-
-    stdout: bytearray = field(default_factory=bytearray)
-    stdout_bytes: int = 0
-    stderr: bytearray = field(default_factory=bytearray)
-    _header: bytearray = field(default_factory=bytearray)
-    _stream: int = 1
-    _left: int = 0  # payload bytes of the current frame still to come
-
-    def feed(self, chunk: bytes) -> None:
-        """Take the next chunk of the stream."""
-        view = memoryview(chunk)
-        while view:
-            if self._left == 0:
-                take = 8 - len(self._header)
-                self._header += view[:take]
-                view = view[take:]
-                if len(self._header) == 8:
-                    self._stream = self._header[0]
-                    self._left = int.from_bytes(self._header[4:8], "big")
-                    self._header.clear()
-                continue
-            payload, view = view[: self._left], view[self._left :]
-            self._left -= len(payload)
-            if self._stream == 2:
-                self.stderr += payload
-                del self.stderr[:-STDERR_TAIL_BYTES]
-            else:
-                self.stdout_bytes += len(payload)
-                self.stdout += payload[: max(MAX_STDOUT_BYTES - len(self.stdout), 0)]
-
-
-async def _write_and_close(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
-) -> None:
-    """Write the container's stdin and half-close the connection (with StdinOnce the
-    container then reads EOF); hold it until the engine closes its end or the container's
-    wait ends (this task is cancelled)."""
-    try:
-        writer.write(data)
-        await writer.drain()
-        writer.write_eof()
-        while await reader.read(65536):
-            pass
-    except OSError as exc:
-        log.warning("writing a container's stdin: %s", exc)
-    finally:
-        writer.close()
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"{response.status_code} {response.text[:500]}"
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    return f"{response.status_code} {response.text[:500]}"
-
-
-def _time(value: JSON) -> datetime | None:
-    """An engine's timestamp (RFC 3339 with nanoseconds); None for Go's zero time."""
-    if not isinstance(value, str) or value.startswith("0001-"):
-        return None
-    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", value).replace("Z", "+00:00")
-    try:
-        return datetime.fromisoformat(trimmed)
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -645,6 +306,8 @@ class ContainerRunner:
     # Called once a result is committed: wakes this process's deciders at once.
     on_recorded: Callable[[], None] | None = None
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+    _swept_at: float | None = None
+    _sweeps: set[asyncio.Task[int]] = field(default_factory=set)
 
     async def run_some(self) -> int:
         """Start up to the free capacity of pending tasks; how many started."""
@@ -656,7 +319,47 @@ class ContainerRunner:
             task = asyncio.create_task(self._run(row))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+        # Only a worker that runs container tasks talks to the engine: one without any never
+        # needs one configured.
+        now = time.monotonic()
+        if claimed and (self._swept_at is None or now - self._swept_at > SWEEP_SECONDS):
+            self._swept_at = now
+            sweeping = asyncio.create_task(self.sweep())
+            self._sweeps.add(sweeping)
+            sweeping.add_done_callback(self._sweeps.discard)
         return len(claimed)
+
+    async def sweep(self) -> int:
+        """Remove the exited containers whose results are recorded (a worker died between
+        the record and the remove); those of other databases' attempts stay. How many."""
+        try:
+            leftovers = await self.backend.exited()
+            if not leftovers:
+                return 0
+            o = queries.outbox
+            async with self.engine.connect() as conn:
+                done = {
+                    row[0]
+                    for row in await conn.execute(
+                        sa.select(o.c.idempotency_key).where(
+                            o.c.idempotency_key.in_(list(leftovers.values())),
+                            sa.or_(
+                                o.c.status.in_(("DONE", "CANCELLED")),
+                                # a callback task that waits on: its container is done with
+                                sa.and_(o.c.status == "RUNNING", o.c.claimed_by.is_(None)),
+                            ),
+                        )
+                    )
+                }
+            names = [name for name, key in leftovers.items() if key in done]
+            for name in names:
+                await self.backend.remove(name)
+            if names:
+                log.info("removed %d container(s) left behind after their results", len(names))
+            return len(names)
+        except Exception as exc:  # the engine or the database is away: next time
+            log.warning("sweeping exited containers: %s", exc)
+            return 0
 
     async def close(self) -> None:
         """Stop following the containers (they run on) and hand their rows back at once."""

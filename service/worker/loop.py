@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
-from service.runners.container import ContainerRunner, DockerEngine
+from service.runners.container import ContainerRunner
+from service.runners.docker import DockerEngine
 from service.runners.http import HttpRunner, Outbound
 from service.runners.mock import MockRunner
 from service.sealing import Sealer

@@ -14,10 +14,10 @@ from service.runners.container import (
     STDERR_TAIL_BYTES,
     ContainerSpec,
     Exited,
-    Logs,
     container_name,
     task_output,
 )
+from service.runners.docker import Logs
 from service.runners.http import TaskFailure
 
 IMAGE = "localhost/busybox:test"

@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from service import control
+from service.db import queries
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
-from service.runners.container import EXECUTION_LABEL
+from service.runners.container import EXECUTION_LABEL, KEY_LABEL
 from tests.postgres import PostgresServer, _Names, clone_database
 from tests.service.server import ROOT, Server, running_server
 
@@ -469,3 +471,63 @@ def test_an_unreachable_engine_leaves_the_task_to_be_retried(
     assert status == "SUCCEEDED", log.read_text()
     assert output["Stdout"] == {"late": True}
     assert types.count("TaskStarted") == 1 and "TaskFailed" not in types
+
+
+def test_a_container_left_behind_after_its_result_is_swept(
+    container_engine: str, postgres_database: str, tmp_path: Path
+) -> None:
+    url = postgres_database
+    upgrade(url)
+    definition = task({"Image": IMAGE, "Command": ["true"]})
+    log = tmp_path / "workers.log"
+
+    async def key_of(execution: str) -> str:
+        engine = create_engine(url)
+        async with engine.connect() as conn:
+            outbox = queries.outbox
+            found = await conn.execute(
+                sa.select(outbox.c.idempotency_key).where(outbox.c.execution_id == execution)
+            )
+            key: str = found.scalar_one()
+        await engine.dispose()
+        return key
+
+    async def start_another() -> None:
+        engine = create_engine(url)
+        await control.start_execution(engine, "crash", {})
+        await engine.dispose()
+
+    def exited_container(name: str, labels: dict[str, str]) -> None:
+        with engine_client() as engine:
+            body = {"Image": IMAGE, "Cmd": ["true"], "Labels": labels}
+            made = engine.post("/containers/create", params={"name": name}, json=body)
+            assert made.status_code == 201, made.text
+            assert engine.post(f"/containers/{name}/start").status_code == 204
+            assert engine.post(f"/containers/{name}/wait", timeout=30).status_code == 200
+
+    first = _worker(url, log)
+    second: subprocess.Popen[bytes] | None = None
+    theirs = f"statewright-test-{uuid.uuid4().hex[:8]}"
+    try:
+        execution = asyncio.run(_begin(url, definition))
+        assert deadline_wait(_ended(url, execution), "the execution")[0] == "SUCCEEDED"
+        # As if a worker died between recording the result and removing the container:
+        key = asyncio.run(key_of(execution))
+        exited_container(
+            f"statewright-test-{uuid.uuid4().hex[:8]}", {KEY_LABEL: key, EXECUTION_LABEL: execution}
+        )
+        # ... and one of an attempt this database does not know (another deployment's).
+        exited_container(theirs, {KEY_LABEL: "elsewhere:1", EXECUTION_LABEL: "elsewhere"})
+        first.send_signal(signal.SIGTERM)
+        first.wait(15)
+        second = _worker(url, log)  # sweeps after its first claim
+        asyncio.run(start_another())
+        none_left(execution)
+        assert containers_of("elsewhere"), "another database's container was removed"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        with engine_client() as engine:
+            engine.delete(f"/containers/{theirs}", params={"force": "1"})
