@@ -81,7 +81,7 @@ class DockerEngine:
             await self._client.aclose()
             self._client = None
 
-    async def _call(self, method: str, path: str | httpx.URL, **kwargs: Any) -> httpx.Response:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return await self.client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -277,8 +277,8 @@ class DockerEngine:
         """The exit code, once the container has stopped. The engine's wait answers it, but
         podman's (Docker-compatible, and its own) takes 150-250 ms after the exit, which was
         most of a short container's time; so, beside it, the container's state is looked at
-        after 10 ms, then at growing intervals until 2 s have passed (about ten looks), and
-        whichever sees the end first answers."""
+        after 10 ms, then at intervals growing to 100 ms until 2 s have passed (about 20
+        looks), and whichever sees the end first answers."""
         waiting = asyncio.create_task(self._call("POST", f"/containers/{name}/wait", timeout=None))
         try:
             delay, looked = 0.01, 0.0
@@ -287,7 +287,7 @@ class DockerEngine:
                 if done:
                     break
                 looked += delay
-                delay *= 1.5
+                delay = min(delay * 1.5, 0.1)
                 state = await self._inspect(name)
                 if state is not None and state.get("Status") in ENDED:
                     return int(state.get("ExitCode") or 0)
