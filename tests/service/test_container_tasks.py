@@ -428,7 +428,9 @@ def test_a_killed_worker_s_container_is_followed_not_run_again(
         deadline_wait(lambda: containers_of(execution, running_only=True), "the container")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        assert containers_of(execution, running_only=True), "the container died with the worker"
+        assert containers_of(execution, running_only=True), (
+            f"the container died with the worker: {containers_of(execution)}"
+        )
         second = _worker(url, log)
         status, output, types = deadline_wait(_ended(url, execution), "the execution")
     finally:
@@ -438,10 +440,10 @@ def test_a_killed_worker_s_container_is_followed_not_run_again(
                 process.wait()
     assert status == "SUCCEEDED", log.read_text()
     assert output["Stdout"] == {"done": True}
-    assert types.count("TaskStarted") == 1 and types.count("TaskSucceeded") == 1
-    assert "following the existing container" in log.read_text()
+    assert types.count("TaskStarted") == 1 and types.count("TaskSucceeded") == 1, types
+    assert "following the existing container" in log.read_text(), log.read_text()
     # The engine's own record: one container was ever created for this execution's attempt.
-    assert creates_of(execution, since) == 1
+    assert creates_of(execution, since) == 1, log.read_text()
     none_left(execution)
 
 
