@@ -494,10 +494,11 @@ def test_a_container_left_behind_after_its_result_is_swept(
         await engine.dispose()
         return key
 
-    async def start_another() -> None:
+    async def start_another() -> str:
         engine = create_engine(url)
-        await control.start_execution(engine, "crash", {})
+        execution = (await control.start_execution(engine, "crash", {})).id
         await engine.dispose()
+        return execution
 
     def exited_container(name: str, labels: dict[str, str]) -> None:
         with engine_client() as engine:
@@ -523,9 +524,11 @@ def test_a_container_left_behind_after_its_result_is_swept(
         first.send_signal(signal.SIGTERM)
         first.wait(15)
         second = _worker(url, log)  # sweeps after its first claim
-        asyncio.run(start_another())
+        another = asyncio.run(start_another())
         none_left(execution)
         assert containers_of("elsewhere"), "another database's container was removed"
+        assert deadline_wait(_ended(url, another), "the other execution")[0] == "SUCCEEDED"
+        none_left(another)
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
