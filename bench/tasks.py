@@ -1,8 +1,8 @@
-"""HTTP tasks through the full service, beside the target's own capacity, in one run.
+"""HTTP and container tasks through the full service, beside their baselines, in one run.
 
 Run from the repository root:
 
-    python bench/tasks.py [--database-url URL] [--items N] [--quick]
+    python bench/tasks.py [--database-url URL] [--items N] [--containers N] [--quick]
 
 1. The echo server (uvicorn + httptools, one process, as the service runs) alone: requests/s
    with 50 concurrent keep-alive requests from a raw asyncio client (the server's capacity),
@@ -12,9 +12,13 @@ Run from the repository root:
    iterations are HTTP tasks POSTing to the echo server; tasks/s from StartExecution to
    SUCCEEDED. Goal: at least 50% of the echo server's rate.
 
-The container runner is not built yet: its section (overhead over a bare ``podman run``) is
-missing and the script says so. Medians of repetitions; the machine is shared, compare the
-ratio, not single figures.
+3. Container tasks: the engine of scripts/container-engine.sh (podman's API service and the
+   busybox image); N (15) executions of one container Task running ``true``, one at a time,
+   from StartExecution to SUCCEEDED, interleaved with N bare ``podman run --rm --network none
+   localhost/busybox:test true``. Goal: the service's median at most 1.3x the bare median.
+   ``--containers 0`` skips it.
+
+Medians of repetitions; the machine is shared, compare the ratio, not single figures.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from common import median, postgres, say, serve_app, verdict  # noqa: E402
 
 GOAL_RATIO = 0.5
 CONCURRENCY = 50
+CONTAINER_GOAL = 1.3
+IMAGE = "localhost/busybox:test"
 
 
 def echo_app() -> Any:
@@ -202,7 +208,83 @@ async def statewright_rate(base: str, echo: str, items: int, label: str) -> floa
     return items / elapsed
 
 
-async def run(server: Any, items: int, reps: int, seconds: float, logs: Path) -> None:
+def container_engine() -> dict[str, str]:
+    """DOCKER_HOST and CONTAINERS_CONF of the engine scripts/container-engine.sh starts."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "container-engine.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"no container engine: {done.stderr[-2000:]}")
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+async def container_overhead(base: str, runs: int, engine: dict[str, str]) -> None:
+    """One container Task running ``true`` through the service, against a bare podman run."""
+    import httpx
+
+    definition = {
+        "StartAt": "Run",
+        "States": {
+            "Run": {
+                "Type": "Task",
+                "Resource": "arn:statewright:::container:run",
+                "Parameters": {"Image": IMAGE, "Command": ["true"]},
+                "End": True,
+            }
+        },
+    }
+    bare_command = ["podman", "run", "--rm", "--network", "none", IMAGE, "true"]
+    env = {**os.environ, **engine}
+    service_times, bare_times = [], []
+    async with httpx.AsyncClient(base_url=f"{base}/api/v1", timeout=60) as client:
+        made = await client.post(
+            "/state-machines", json={"name": "container-true", "definition": definition}
+        )
+        made.raise_for_status()
+
+        async def through_service() -> float:
+            start = time.perf_counter()
+            started = await client.post("/state-machines/container-true/executions", json={})
+            started.raise_for_status()
+            execution = started.json()["id"]
+            while True:
+                described = (await client.get(f"/executions/{execution}")).json()
+                if described["status"] != "RUNNING":
+                    break
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - start
+            if described["status"] != "SUCCEEDED":
+                raise RuntimeError(f"the container execution ended: {described}")
+            return elapsed
+
+        def bare() -> float:
+            start = time.perf_counter()
+            subprocess.run(bare_command, env=env, check=True, capture_output=True)
+            return time.perf_counter() - start
+
+        await through_service()  # warm-up: the engine's image cache, the runner's client
+        await asyncio.to_thread(bare)
+        for run in range(runs):
+            # Interleaved, and alternating which goes first, so both see the same machine.
+            if run % 2:
+                bare_times.append(await asyncio.to_thread(bare))
+                service_times.append(await through_service())
+            else:
+                service_times.append(await through_service())
+                bare_times.append(await asyncio.to_thread(bare))
+    service, baseline = median(service_times), median(bare_times)
+    say(f"bare `{' '.join(bare_command)}`: {baseline:6.3f} s (median of {runs})")
+    say(f"one container Task through Statewright:     {service:6.3f} s (median of {runs})")
+    ratio = service / baseline
+    say(f"ratio {ratio:5.2f}   goal <= {CONTAINER_GOAL:g}: {verdict(ratio <= CONTAINER_GOAL)}")
+
+
+async def run(
+    server: Any, items: int, reps: int, seconds: float, logs: Path, containers: int
+) -> None:
     children: list[subprocess.Popen[bytes]] = []
 
     def spawn(label: str, command: list[str], env: dict[str, str] | None = None) -> Any:
@@ -225,8 +307,10 @@ async def run(server: Any, items: int, reps: int, seconds: float, logs: Path) ->
         database = "swtasks_" + secrets.token_hex(4)
         await asyncio.to_thread(server.create_database, database)
         url = server.url(database)
+        engine = container_engine() if containers else {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWRIGHT_")}
         env.update(STATEWRIGHT_HTTP_ALLOW="127.0.0.1", STATEWRIGHT_HTTP_CONCURRENCY="64")
+        env.update(engine)
         service, service_log = spawn(
             "serve",
             [
@@ -264,7 +348,10 @@ async def run(server: Any, items: int, reps: int, seconds: float, logs: Path) ->
             f"ratio {rate / capacity:5.2f}   goal >= {GOAL_RATIO:g}: "
             f"{verdict(rate / capacity >= GOAL_RATIO)}"
         )
-        say("container tasks: not measured (the container runner is not built yet)")
+        if containers:
+            say()
+            say(f"3. container tasks: `true` in {IMAGE}, one at a time")
+            await container_overhead(sw_base, containers, engine)
     finally:
         for process in children:
             if process.poll() is None:
@@ -280,6 +367,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", metavar="URL", help="a Postgres server to use")
     parser.add_argument("--items", type=int, default=1000, help="Map items (default 1000)")
+    parser.add_argument(
+        "--containers", type=int, default=15, help="container runs of each kind (0: skip)"
+    )
     parser.add_argument("--quick", action="store_true", help="one repetition, shorter windows")
     parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,7 +379,7 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="swbench-tasks-"))
     reps, seconds = (1, 2.0) if args.quick else (3, 5.0)
     with postgres(args.database_url, "tasks.py", fsync=True) as server:
-        asyncio.run(run(server, args.items, reps, seconds, logs))
+        asyncio.run(run(server, args.items, reps, seconds, logs, args.containers))
     say(f"logs: {logs}")
     return 0
 

@@ -53,5 +53,14 @@ class Settings(BaseSettings):
     start_queue_limit: int = 1024
     # Log lines: "text" for people, "json" (one object per line) for log pipelines.
     log_format: str = "text"
+    # Container tasks: the engine (Docker Engine API: unix:///path or tcp://host:port); unset,
+    # $DOCKER_HOST as Docker's tools read it, else unix:///var/run/docker.sock.
+    container_host: str | None = None
+    container_concurrency: int = 8  # containers followed at once per worker process
+    # A running container's task lease, renewed every third of it: how long a dead worker's
+    # containers go unfollowed, and how soon a timed-out or stopped task's container is killed.
+    container_lease_seconds: float = 30.0
+    # Network values tasks may ask for besides "none" (comma-separated: "host", "bridge", ...).
+    container_networks: str = ""
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

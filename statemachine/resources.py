@@ -3,7 +3,9 @@
 * ``arn:aws:lambda:<region>:<account>:function:<name>``: a Lambda function, LambdaFunction* events;
 * ``arn:aws:states:<region>:<account>:activity:<name>``: an activity, Activity* events;
 * ``arn:aws:states:::<service>:<action>[.sync|.sync:2|.waitForTaskToken]``: a service
-  integration (``http:invoke``, ``lambda:invoke``, ``aws-sdk:<service>:<action>``...), Task* events.
+  integration (``http:invoke``, ``lambda:invoke``, ``aws-sdk:<service>:<action>``...), Task* events;
+* ``arn:statewright:::<service>:<action>[.waitForTaskToken]``: Statewright's own integrations
+  (``container:run``), shaped like AWS's: Task* events with resourceType ``container``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def parse_resource(arn: str) -> Resource:
         elif ".sync" in action:
             pattern = "sync"
         return Resource(arn, "integration", service, action, region, pattern)
+    if len(parts) >= 6 and parts[1] == "statewright" and parts[4]:
+        action = ":".join(parts[5:])
+        pattern = "callback" if action.endswith(".waitForTaskToken") else "request-response"
+        return Resource(arn, "integration", parts[4], action, region, pattern)
     return Resource(
         arn,
         "integration",

@@ -133,7 +133,12 @@ _STATES_ERRORS: Final = frozenset(
     ).split()
 )
 _HTTP_STATUS_ERROR = re.compile(r"States\.Http\.StatusCode\.\d{3}")
-_ARN = re.compile(r"arn:[A-Za-z0-9-]+:[A-Za-z0-9-]+:[A-Za-z0-9-]*:(?:\d{12})?:\S+")
+# AWS ARNs, and Statewright's own integrations (arn:statewright:::container:run), which have no
+# service, region or account.
+_ARN = re.compile(
+    r"arn:[A-Za-z0-9-]+:[A-Za-z0-9-]+:[A-Za-z0-9-]*:(?:\d{12})?:\S+"
+    r"|arn:statewright:::[a-z0-9-]+:\S+"
+)
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VARIABLE_REFERENCE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _LOOKS_LIKE_PATH = re.compile(r"\$\$?[.\[]")

@@ -91,6 +91,7 @@ class Decider:
         self._machines: dict[int, tuple[StateMachine, queries.VersionRecord]] = {}
         self._single = 0  # after a failed batch: decide this many alone, to isolate the cause
         self.decisions = 0
+        self.tasks_scheduled = 0  # outbox rows queued so far (runners in this process look)
 
     async def decide_due(self) -> int:
         """Decide the executions that are due (up to ``batch_size``); 0 when none is."""
@@ -340,6 +341,7 @@ class Decider:
                 closed_ids.append(claimed.id)
         await queries.insert_event_rows(conn, rows)
         await queries.add_tasks(conn, scheduled, at)
+        self.tasks_scheduled += len(scheduled)
         for execution_id, task_ids in cancelled.items():
             await queries.cancel_tasks(conn, execution_id, task_ids)
         await queries.replace_timers(conn, timers_deleted, timers_created)

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import logs, metrics, tracing, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
+from service.runners.container import ContainerRunner
+from service.runners.docker import DockerEngine
 from service.runners.http import HttpRunner, Outbound
 from service.runners.mock import MockRunner
 from service.sealing import Sealer
@@ -56,6 +58,10 @@ class Worker:
         webhook_max_age_seconds: float = 86400.0,
         webhook_concurrency: int = 16,
         otlp_endpoint: str | None = None,
+        container_host: str | None = None,
+        container_concurrency: int = 8,
+        container_lease_seconds: float = 30.0,
+        container_networks: str = "",
     ) -> None:
         self.url = normalize_url(database_url)
         # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
@@ -96,6 +102,16 @@ class Worker:
         self._hooks_wake = asyncio.Event()
         self._http_wake = asyncio.Event()
         self.http_runner.on_recorded = lambda: self._notified("")
+        self.container_runner = ContainerRunner(
+            self.engine,
+            DockerEngine.from_environment(container_host),
+            worker_id=worker_id,
+            concurrency=container_concurrency,
+            lease=container_lease_seconds,
+            networks=("none", *(n.strip() for n in container_networks.split(",") if n.strip())),
+            on_recorded=lambda: self._notified(""),
+        )
+        self._container_wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set once LISTEN is active (Postgres)
         self._lane_wakes: list[asyncio.Event] = []
@@ -117,6 +133,7 @@ class Worker:
             lanes.append(self._retention_lane())
             lanes.append(self._http_lane())
             lanes.append(self._webhook_lane())
+            lanes.append(self._container_lane())
             await asyncio.gather(*lanes)
         finally:
             if listener is not None:
@@ -136,11 +153,15 @@ class Worker:
         while not self.stopping.is_set():
             wake.clear()
             try:
+                scheduled = self.decider.tasks_scheduled
                 worked = await self.decider.decide_due()
                 backoff = 0.1
-                if worked and not is_postgres(self.url):
-                    # No NOTIFY on the embedded store: tell this process's runners that the
-                    # decision may have queued tasks.
+                if worked and (
+                    self.decider.tasks_scheduled != scheduled or not is_postgres(self.url)
+                ):
+                    # Tell this process's runners of the tasks at once: on Postgres without
+                    # waiting for the NOTIFY to come back; the embedded store has none (and
+                    # another lane may have queued them meanwhile: look anyway).
                     self._notified(queries.TASKS_NOTICE)
             except queries.StaleVersion:
                 metrics.LEASE_LOSSES.inc()
@@ -211,6 +232,21 @@ class Worker:
                 await self._sleep(wake, seconds)
         await self.deliverer.close()
 
+    async def _container_lane(self) -> None:
+        """Start container tasks as they come (bounded by the runner's concurrency); on stop,
+        hand the containers still running to the next worker (they run on)."""
+        wake = self._container_wake
+        while not self.stopping.is_set():
+            wake.clear()
+            try:
+                started = await self.container_runner.run_some()
+            except Exception as exc:  # the database is away: try again later
+                log.warning("container runner: %s", exc)
+                started = 0
+            if not started:
+                await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
+        await self.container_runner.close()
+
     async def _retention_lane(self) -> None:
         """Forget closed EXPRESS executions once they are older than the retention (AWS keeps
         no Express history at all; here they stay describable for a while). Every worker
@@ -233,6 +269,7 @@ class Worker:
             wake.set()
         self._http_wake.set()
         self._hooks_wake.set()
+        self._container_wake.set()
 
     def _notified(self, payload: str) -> None:
         """New outbox tasks wake the runners. Anything else became due for a decision: wake
@@ -245,6 +282,7 @@ class Worker:
             if self._mock_wake is not None:
                 self._mock_wake.set()
             self._http_wake.set()
+            self._container_wake.set()
         elif self._idle:
             self._idle[-1].set()
         else:
@@ -304,6 +342,10 @@ def settings_options(settings: Settings) -> dict[str, Any]:
         "webhook_concurrency": settings.webhook_concurrency,
         "otlp_endpoint": settings.otlp_endpoint,
         "secret_key": settings.secret_key,
+        "container_host": settings.container_host,
+        "container_concurrency": settings.container_concurrency,
+        "container_lease_seconds": settings.container_lease_seconds,
+        "container_networks": settings.container_networks,
     }
 
 

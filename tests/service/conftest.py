@@ -4,6 +4,9 @@
 * ``postgres_api_server`` (session): on a clone of a migrated Postgres template database.
 * ``api_server`` (session, parametrized ``sqlite``/``postgres``): one of the two, so a test
   that uses it runs against both backends; tests are grouped per backend.
+* ``container_engine`` (session): the container engine of container tasks, started (installed
+  on a fresh machine) by scripts/container-engine.sh; its DOCKER_HOST and CONTAINERS_CONF are
+  put in this process's environment, so servers and workers started afterwards use it.
 
 The servers are shared by every test of the session: tests use unique names.
 """
@@ -11,13 +14,15 @@ The servers are shared by every test of the session: tests use unique names.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from service.db.migrate import upgrade
 from tests.postgres import PostgresServer, TemplateFactory, _Names, clone_database
-from tests.service.server import Server, running_server
+from tests.service.server import ROOT, Server, running_server
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +64,25 @@ def postgres_api_server(
 def api_server(request: pytest.FixtureRequest) -> Server:
     server: Server = request.getfixturevalue(f"{request.param}_api_server")
     return server
+
+
+@pytest.fixture(scope="session")
+def container_engine() -> str:
+    """DOCKER_HOST of a running podman API service with localhost/busybox:test. Without one
+    the container tests fail, saying why: they are never skipped."""
+    script = ROOT / "scripts" / "container-engine.sh"
+    try:
+        done = subprocess.run(
+            ["bash", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{script.name} did not finish within 15 minutes", pytrace=False)
+    if done.returncode != 0:
+        pytest.fail(
+            f"no container engine for the container tests: {script.name} exited "
+            f"{done.returncode}:\n{done.stderr[-3000:]}",
+            pytrace=False,
+        )
+    settings = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.count("=") >= 1)
+    os.environ.update(settings)
+    return settings["DOCKER_HOST"]

@@ -1,5 +1,6 @@
 """Every sample workflow in definitions/ runs in a real `statewright dev` (which loads them and
-serves the /demo endpoints they call) with its example input from definitions/examples/."""
+serves the /demo endpoints they call) with its example input from definitions/examples/. The
+container sample needs the container engine (the ``container_engine`` fixture starts it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ SAMPLES = sorted(p.stem for p in DEFINITIONS.glob("*.json"))
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dev(tmp_path_factory: pytest.TempPathFactory, container_engine: str) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("dev")
     with running_server(
         f"sqlite:///{folder / 'dev.db'}", folder / "dev.log", backend="sqlite", command="dev"
@@ -102,3 +103,13 @@ def test_jsonata_transform(dev: str) -> None:
     done = _run(dev, "jsonata-transform", _input("jsonata-transform", dev))
     assert done["status"] == "SUCCEEDED", done
     assert done["output"] == {"summary": "ADA owes 328.50 EUR", "bulky": ["pen"], "lines": 3}
+
+
+def test_container_job(dev: str) -> None:
+    done = _run(dev, "container-job", _input("container-job", dev))
+    assert done["status"] == "SUCCEEDED", done
+    assert done["output"]["words"] == 9
+    assert isinstance(done["output"]["seconds"], int | float)
+    missing = _run(dev, "container-job", _input("container-job", dev, image="localhost/nope:1"))
+    assert (missing["status"], missing["error"]) == ("FAILED", "Container.ImageNotFound")
+    assert "localhost/nope:1" in missing["cause"]
