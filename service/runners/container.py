@@ -62,6 +62,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import logs, metrics
 from service.db import queries
 from service.runners.http import TaskFailure
 from statemachine.payload import payload_size
@@ -434,7 +435,9 @@ class ContainerRunner:
         ]
 
     async def _run(self, claimed: Claimed) -> None:
+        logs.EXECUTION.set(claimed.execution_id)  # this task's own context
         name = container_name(claimed.idempotency_key)
+        began = time.monotonic()
         try:
             spec = ContainerSpec.parse(claimed.parameters, self.networks)
         except TaskFailure as failure:
@@ -482,6 +485,8 @@ class ContainerRunner:
         except Exception as exc:  # a bug, or the database: the lease expires and it runs again
             log.exception("container task %s: %s", claimed.idempotency_key, exc)
             return
+        outcome = "succeeded" if answer[0] != "task_failed" else "failed"
+        metrics.TASK_SECONDS.labels(RESOURCE, outcome).observe(time.monotonic() - began)
         if await self._record(claimed, [answer]):
             with contextlib.suppress(EngineUnavailable):
                 await self.backend.remove(name)
