@@ -63,6 +63,7 @@ from typing import Any
 import httpx
 
 from service.runners.container import (
+    KEY_LABEL,
     MAX_STDOUT_BYTES,
     STDERR_TAIL_BYTES,
     ContainerSpec,
@@ -325,7 +326,7 @@ def job_manifest(
     spec: ContainerSpec, name: str, labels: dict[str, str], ttl_seconds: int
 ) -> dict[str, JSON]:
     """The batch/v1 Job that runs ``spec``; TaskFailure for what Kubernetes cannot run."""
-    key = labels.get("statewright.idempotency-key", name)
+    key = labels.get(KEY_LABEL, name)
     own_labels = {
         HASH_LABEL: hashlib.sha256(key.encode()).hexdigest()[:24],
         "app.kubernetes.io/managed-by": "statewright",
