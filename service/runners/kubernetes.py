@@ -288,6 +288,8 @@ class KubernetesJobs:
         head, total, tail = b"", 0, b""
         if pod is not None:
             head, total, tail = await self._logs(str(pod["metadata"]["name"]))
+        else:
+            log.warning("the Job %s ended (%s) but its pod is gone: no log to read", name, reason)
         cause = tail if exit_code != 0 or timed_out else b""
         why = str(terminated.get("reason") or "")
         if exit_code != 0 and why not in ("", "Error", "Completed"):

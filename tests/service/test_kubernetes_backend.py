@@ -11,6 +11,7 @@ import copy
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes_validate
 import pytest
 
+from service import control
+from service.db.engine import create_engine
+from service.db.migrate import upgrade
 from service.runners import kubernetes
 from service.runners.container import (
     EXECUTION_LABEL,
@@ -34,7 +38,7 @@ from service.runners.container import (
 from service.runners.http import TaskFailure
 from service.runners.kubernetes import KubernetesJobs, job_manifest
 from service.settings import Settings
-from service.worker.loop import container_backend
+from service.worker.loop import Worker, container_backend
 
 KEY = "arn:aws:states:us-east-1:123456789012:execution:sm:run-1:7"
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:sm:run-1"
@@ -237,6 +241,7 @@ class FakeApi:
     requests: list[tuple[str, str, dict[str, list[str]], Any, str]] = field(default_factory=list)
     looks: int = 0
     url: str = ""
+    name: str = NAME  # the Job's (the one created, else NAME)
 
     def calls(self, method: str | None = None) -> list[tuple[str, str]]:
         return [(m, p) for m, p, _, _, _ in self.requests if method in (None, m)]
@@ -253,23 +258,28 @@ class FakeApi:
             if self.exists:
                 return 409, ALREADY_EXISTS
             self.exists = True
-            return 201, job_object(body["metadata"]["name"])
+            self.name = body["metadata"]["name"]
+            return 201, job_object(self.name)
         if method == "GET" and path == jobs:
             return 200, {"kind": "JobList", "apiVersion": "batch/v1", "items": self.listed_jobs}
-        if path == f"{jobs}/{NAME}":
+        if path == f"{jobs}/{self.name}":
             if not self.exists:
                 return 404, NOT_FOUND
             if method == "DELETE":
                 self.exists = False
-                return 200, job_object(status=self.timeline[-1][0] if self.timeline else {})
+                return 200, job_object(self.name, self.timeline[-1][0] if self.timeline else {})
             status, _ = self.timeline[min(self.looks, len(self.timeline) - 1)]
             self.looks += 1
-            return 200, job_object(status=status)
+            return 200, job_object(self.name, status)
         if method == "GET" and path == f"/api/v1/namespaces/{NS}/pods":
-            assert query["labelSelector"] == [f"job-name={NAME}"]
+            assert query["labelSelector"] == [f"job-name={self.name}"]
             _, pod = self.timeline[min(self.looks, len(self.timeline)) - 1]
-            return 200, {"kind": "PodList", "apiVersion": "v1", "items": [pod] if pod else []}
-        if method == "GET" and path == f"/api/v1/namespaces/{NS}/pods/{NAME}-x7k2p/log":
+            if pod is None:
+                return 200, {"kind": "PodList", "apiVersion": "v1", "items": []}
+            pod = copy.deepcopy(pod)
+            pod["metadata"]["name"] = f"{self.name}-x7k2p"
+            return 200, {"kind": "PodList", "apiVersion": "v1", "items": [pod]}
+        if method == "GET" and path == f"/api/v1/namespaces/{NS}/pods/{self.name}-x7k2p/log":
             return 200, self.log[: int(query["limitBytes"][0])]
         return 404, status_object(404, "NotFound", "the server could not find the resource")
 
@@ -601,6 +611,68 @@ def test_remove_and_the_sweep_of_finished_jobs(api: FakeApi) -> None:
     assert asyncio.run(go()) == {NAME: KEY}
     listing = [r for r in api.requests if r[0] == "GET"]
     assert listing[0][2] == {"labelSelector": [kubernetes.HASH_LABEL]}
+
+
+# ------------------------------------------------------------------ through a worker
+
+
+def test_a_workflow_runs_its_container_task_as_a_job(api: FakeApi, tmp_path: Path) -> None:
+    """A worker (on the embedded SQLite store) runs an execution whose container task is a
+    Job of the fake API server; the Job is deleted once the result is recorded."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    definition = {
+        "StartAt": "Step",
+        "States": {
+            "Step": {
+                "Type": "Task",
+                "Resource": "arn:statewright:::container:run",
+                "Parameters": {"Image": IMAGE, "Input.$": "$"},
+                "ResultSelector": {"rows.$": "$.Stdout.rows", "code.$": "$.ExitCode"},
+                "End": True,
+            }
+        },
+    }
+    api.timeline = [
+        (ACTIVE, pod_object("Running", RUNNING)),
+        (COMPLETE, pod_object("Succeeded", terminated(0, "Completed"))),
+    ]
+    api.log = b'{"rows": 3}'
+
+    async def scenario() -> control.ExecutionSummary:
+        engine = create_engine(url)
+        await control.create_state_machine(engine, "k8s", definition)
+        execution = await control.start_execution(engine, "k8s", {"n": 3})
+        worker = Worker(url, lanes=1, poll_seconds=0.05, container_backend=backend(api))
+        running = asyncio.create_task(worker.run())
+        try:
+            deadline = time.monotonic() + 20
+            while (summary := await control.describe_execution(engine, execution.id)).status in (
+                "RUNNING",
+            ):
+                assert time.monotonic() < deadline, "the execution did not finish"
+                await asyncio.sleep(0.05)
+            while api.exists and time.monotonic() < deadline:  # removed after the record
+                await asyncio.sleep(0.05)
+            return summary
+        finally:
+            worker.stop()
+            await running
+            await engine.dispose()
+
+    summary = asyncio.run(scenario())
+    assert (summary.status, summary.output) == ("SUCCEEDED", {"rows": 3, "code": 0})
+    (create,) = [r for r in api.requests if r[0] == "POST"]
+    manifest = create[3]
+    env = manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "STATEWRIGHT_INPUT", "value": '{"n":3}'}]
+    annotations = manifest["metadata"]["annotations"]
+    assert annotations["statewright.io/execution"] == summary.id
+    assert annotations["statewright.io/idempotency-key"].startswith(summary.arn + ":")
+    assert manifest["metadata"]["name"] == container_name(
+        annotations["statewright.io/idempotency-key"]
+    )
+    assert not api.exists
 
 
 # ------------------------------------------------------------------ configuration
