@@ -54,6 +54,7 @@ import hashlib
 import logging
 import math
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,7 +132,12 @@ class KubernetesJobs:
             if self.token is None and token_file is None and self.api is None:
                 token_file = str(SERVICE_ACCOUNT / "token")
             self.token_file = token_file
-            verify: bool | str = False if self.insecure else (ca_file or True)
+            verify: bool | ssl.SSLContext = not self.insecure
+            if ca_file is not None and not self.insecure:
+                try:
+                    verify = ssl.create_default_context(cafile=ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise EngineUnavailable(f"the Kubernetes CA file {ca_file}: {exc}") from None
             self._client = httpx.AsyncClient(base_url=api, verify=verify, timeout=30.0)
         return self._client
 

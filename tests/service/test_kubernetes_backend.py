@@ -10,6 +10,7 @@ import asyncio
 import copy
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -677,11 +678,26 @@ def test_a_workflow_runs_its_container_task_as_a_job(api: FakeApi, tmp_path: Pat
 
 # ------------------------------------------------------------------ configuration
 
+# A self-signed certificate (CN=kubernetes, its key thrown away), as a cluster's CA file.
+CA = """\
+-----BEGIN CERTIFICATE-----
+MIIBgTCCASegAwIBAgIUHNwZX8+6Vq8biM0QtGdGmsYRmBEwCgYIKoZIzj0EAwIw
+FTETMBEGA1UEAwwKa3ViZXJuZXRlczAgFw0yNjExMjYxNzQ0MTZaGA8yMTI2MTEw
+MjE3NDQxNlowFTETMBEGA1UEAwwKa3ViZXJuZXRlczBZMBMGByqGSM49AgEGCCqG
+SM49AwEHA0IABK2S6E3yh66SnHEGe6DFiemOTez+/CrduHU44S0hv1yVqycUTJbe
+9hgMpooovBXOtG7P1En7j3kZZe/4tzQBf+GjUzBRMB0GA1UdDgQWBBRTH4ZvTwRX
+swIAPmjJ8Or+owvWSjAfBgNVHSMEGDAWgBRTH4ZvTwRXswIAPmjJ8Or+owvWSjAP
+BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIH8k/fJN9Jwjc3+sgzCO
+AcvLfF8OraRmAoXj7XxAyBEFAiEA2+em6Dd4xG8xLRViL3A7R6JsGVDY958WYDQ9
+ezF4+v4=
+-----END CERTIFICATE-----
+"""
+
 
 def test_in_cluster_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "token").write_text("in-cluster-token\n")
     (tmp_path / "namespace").write_text("workflows")
-    (tmp_path / "ca.crt").write_text("")
+    (tmp_path / "ca.crt").write_text(CA)
     monkeypatch.setattr(kubernetes, "SERVICE_ACCOUNT", tmp_path)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
@@ -690,7 +706,9 @@ def test_in_cluster_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     client = jobs.client
     assert isinstance(client, _RecordingClient)
     assert client.options["base_url"] == "https://10.96.0.1:443"
-    assert client.options["verify"] == str(tmp_path / "ca.crt")
+    context = client.options["verify"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "kubernetes"),),)]
     assert jobs.ns == "workflows"
     assert jobs._headers() == {"Authorization": "Bearer in-cluster-token"}
 
