@@ -713,6 +713,35 @@ def test_in_cluster_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert jobs._headers() == {"Authorization": "Bearer in-cluster-token"}
 
 
+def test_a_token_file_is_read_again_as_tokens_rotate(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("first\n")
+
+    async def go() -> None:
+        jobs = KubernetesJobs(api=api.url, namespace=NS, token_file=str(token))
+        try:
+            await jobs.remove(NAME)
+            token.write_text("second\n")
+            await jobs.remove(NAME)  # read a minute ago at most: the same
+            monkeypatch.setattr(kubernetes, "TOKEN_REREAD_SECONDS", 0.0)
+            await jobs.remove(NAME)
+        finally:
+            await jobs.aclose()
+
+    asyncio.run(go())
+    assert [r[4] for r in api.requests] == ["Bearer first", "Bearer first", "Bearer second"]
+
+
+def test_insecure_skips_tls_verification_for_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kubernetes.httpx, "AsyncClient", _RecordingClient)
+    jobs = KubernetesJobs(api="https://127.0.0.1:6443", insecure=True, ca_file="/missing")
+    client = jobs.client
+    assert isinstance(client, _RecordingClient) and client.options["verify"] is False
+    assert jobs._headers() == {}  # an explicit API without a token: no credentials sent
+
+
 def test_outside_a_cluster_without_an_api_it_is_engine_unavailable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
