@@ -56,7 +56,7 @@ import math
 import os
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ class KubernetesJobs:
 
     api: str | None = None
     namespace: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in a log line
     token_file: str | None = None
     ca_file: str | None = None
     insecure: bool = False
@@ -105,7 +105,7 @@ class KubernetesJobs:
     poll_first: float = 0.2  # seconds between looks at a Job, growing 1.5x to poll_max
     poll_max: float = 5.0
     _client: httpx.AsyncClient | None = None
-    _token_read: tuple[float, str] | None = None
+    _token_read: tuple[float, str] | None = field(default=None, repr=False)
     _namespace: str | None = None
 
     @property

@@ -732,6 +732,7 @@ def test_a_token_file_is_read_again_as_tokens_rotate(
 
     asyncio.run(go())
     assert [r[4] for r in api.requests] == ["Bearer first", "Bearer first", "Bearer second"]
+    assert "secret-token" not in repr(KubernetesJobs(token="secret-token"))
 
 
 def test_insecure_skips_tls_verification_for_tests(monkeypatch: pytest.MonkeyPatch) -> None:
