@@ -2,7 +2,8 @@
 
 Plain httpx against the API server (the documented Job, Pod and log endpoints; no client
 library). UNTESTED AGAINST A LIVE CLUSTER: the tests run it against a fake API server that
-answers with recorded responses (tests/service/test_kubernetes_backend.py).
+answers with responses written after the API's documented objects, not captured from a
+cluster (tests/service/test_kubernetes_backend.py).
 
 The API server is the in-cluster one (``KUBERNETES_SERVICE_HOST``/``_PORT``, the service
 account's token, CA and namespace under /var/run/secrets/kubernetes.io/serviceaccount) unless

@@ -52,7 +52,7 @@ IMAGE = "registry.example/team/step:1.2"
 SCHEMA_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 
 
-# ------------------------------------------------------------------ recorded API responses
+# ------------------------------------- API responses (written after the documented objects)
 
 
 def job_object(name: str = NAME, status: dict[str, Any] | None = None) -> dict[str, Any]:
