@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,5 +64,20 @@ class Settings(BaseSettings):
     container_lease_seconds: float = 30.0
     # Network values tasks may ask for besides "none" (comma-separated: "host", "bridge", ...).
     container_networks: str = ""
+    # Where containers run: "docker" (the Docker Engine API above) or "kubernetes" (a Job
+    # per attempt, service/runners/kubernetes.py; untested against a live cluster).
+    container_backend: Literal["docker", "kubernetes"] = "docker"
+    # The Kubernetes API server; unset, the cluster the worker runs in (its service account's
+    # token, CA and namespace). A token, or a file holding one (read again every minute).
+    kubernetes_api: str | None = None
+    kubernetes_token: str | None = None
+    kubernetes_token_file: str | None = None
+    kubernetes_namespace: str | None = None
+    kubernetes_ca_file: str | None = None
+    kubernetes_insecure: bool = False  # no TLS verification: for tests only
+    # A finished Job is deleted by the cluster after this long, if no worker deleted it.
+    kubernetes_ttl_seconds: int = 86400
+    # An image that cannot be pulled for this long fails the task (Container.ImageNotFound).
+    kubernetes_image_pull_seconds: float = 120.0
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

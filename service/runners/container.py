@@ -4,7 +4,8 @@ The runner takes pending container tasks from the outbox with a lease (the row i
 RUNNING, claimed by this worker until ``claim_expires_at``), records TaskStarted, and runs the
 container through a backend: ``ContainerSpec`` (parsed from the Parameters) is the same for
 every backend; ``service/runners/docker.py`` is the Docker Engine API (Docker, or podman's
-compatible service), and another (a Kubernetes Job) would implement ``ContainerBackend``.
+compatible service), ``service/runners/kubernetes.py`` a Kubernetes Job per attempt
+(``STATEWRIGHT_CONTAINER_BACKEND`` chooses; the Job takes the container's place below).
 The container of an attempt is named after the attempt's idempotency key (the execution ARN
 and the TaskScheduled event id): ``statewright-<sha256 of the key, 24 hex digits>``, with the
 labels ``statewright.idempotency-key`` and ``statewright.execution``. Crash points:
@@ -254,7 +255,7 @@ def task_output(spec: ContainerSpec, exited: Exited) -> JSON:
 
 
 class ContainerBackend(Protocol):
-    """Runs containers somewhere: the Docker Engine API here; a Kubernetes Job could be next."""
+    """Runs containers somewhere: the Docker Engine API, or Kubernetes Jobs."""
 
     async def run(
         self, spec: ContainerSpec, name: str, labels: dict[str, str], new: bool

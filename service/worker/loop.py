@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import logs, metrics, tracing, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
-from service.runners.container import ContainerRunner
+from service.runners.container import ContainerBackend, ContainerRunner
 from service.runners.docker import DockerEngine
 from service.runners.http import HttpRunner, Outbound
+from service.runners.kubernetes import KubernetesJobs
 from service.runners.mock import MockRunner
 from service.sealing import Sealer
 from service.settings import Settings
@@ -62,6 +63,7 @@ class Worker:
         container_concurrency: int = 8,
         container_lease_seconds: float = 30.0,
         container_networks: str = "",
+        container_backend: ContainerBackend | None = None,
     ) -> None:
         self.url = normalize_url(database_url)
         # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
@@ -104,7 +106,7 @@ class Worker:
         self.http_runner.on_recorded = lambda: self._notified("")
         self.container_runner = ContainerRunner(
             self.engine,
-            DockerEngine.from_environment(container_host),
+            container_backend or DockerEngine.from_environment(container_host),
             worker_id=worker_id,
             concurrency=container_concurrency,
             lease=container_lease_seconds,
@@ -346,7 +348,25 @@ def settings_options(settings: Settings) -> dict[str, Any]:
         "container_concurrency": settings.container_concurrency,
         "container_lease_seconds": settings.container_lease_seconds,
         "container_networks": settings.container_networks,
+        "container_backend": container_backend(settings),
     }
+
+
+def container_backend(settings: Settings) -> ContainerBackend:
+    """Where container tasks run, as STATEWRIGHT_CONTAINER_BACKEND says (nothing is read or
+    reached before the first container task)."""
+    if settings.container_backend == "kubernetes":
+        return KubernetesJobs(
+            api=settings.kubernetes_api,
+            namespace=settings.kubernetes_namespace,
+            token=settings.kubernetes_token,
+            token_file=settings.kubernetes_token_file,
+            ca_file=settings.kubernetes_ca_file,
+            insecure=settings.kubernetes_insecure,
+            ttl_seconds=settings.kubernetes_ttl_seconds,
+            image_pull_seconds=settings.kubernetes_image_pull_seconds,
+        )
+    return DockerEngine.from_environment(settings.container_host)
 
 
 def main(
