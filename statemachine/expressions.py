@@ -27,6 +27,14 @@ QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
 
 
 MAX_RANGE = 1000  # like States.ArrayRange; a larger $range is an error, never cut silently
+# The budget of one expression's evaluation, so one definition cannot stall a worker: counted
+# in evaluation steps (not seconds, which would make replays depend on the machine's speed),
+# and in nesting depth (recursion that is not a tail call). A tail-recursive function that
+# never returns runs in constant depth, so only the step count stops it. The depth limit is
+# well below where Python's own recursion limit would strike (about 250 levels from a shallow
+# stack), so the outcome does not depend on how deep the caller's stack already is.
+MAX_STEPS = 100_000
+MAX_DEPTH = 150
 _HASHES = {
     "MD5": "md5",
     "SHA-1": "sha1",
@@ -38,6 +46,34 @@ _HASHES = {
 
 class FunctionError(Exception):
     """One of Step Functions' JSONata functions was called wrongly (the message says how)."""
+
+
+class BudgetExceeded(Exception):
+    """An expression took more evaluation steps or nesting depth than its budget allows."""
+
+
+class _Budget:
+    """Counts the evaluation steps and depth of one expression (jsonata-python's callbacks)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.depth = 0
+
+    def enter(self, expr: Any, input: Any, env: Any) -> None:
+        self.steps += 1
+        self.depth += 1
+        if self.steps > MAX_STEPS:
+            raise BudgetExceeded(
+                f"The expression exceeded its budget of {MAX_STEPS} evaluation steps "
+                "(an endless recursion or a very large computation)"
+            )
+        if self.depth > MAX_DEPTH:
+            raise BudgetExceeded(
+                f"The expression is nested or recurses deeper than {MAX_DEPTH} levels"
+            )
+
+    def leave(self, expr: Any, input: Any, env: Any, result: Any) -> None:
+        self.depth -= 1
 
 
 class QueryEvaluationError(StatesFailure):
@@ -164,7 +200,7 @@ class Evaluator:
                 f"The JSONata expression '{text}' specified for the field '{location}' threw an "
                 "error during evaluation. The expression is nested too deeply",
             ) from None
-        except FunctionError as exc:
+        except (FunctionError, BudgetExceeded) as exc:
             raise QueryEvaluationError(
                 location,
                 f"The JSONata expression '{text}' specified for the field '{location}' threw an "
@@ -188,6 +224,10 @@ class Evaluator:
         for name, function in self._functions().items():
             compiled.register_lambda(name, function)
         compiled.set_output_convert_nulls(False)
+        budget = _Budget()
+        # Bound last, so no workflow variable of the same name can take their place.
+        bindings["__evaluate_entry"] = budget.enter
+        bindings["__evaluate_exit"] = budget.leave
         return compiled.evaluate(None, bindings)
 
     def _generator(self) -> random.Random:
