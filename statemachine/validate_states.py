@@ -130,6 +130,10 @@ _STATES_ERRORS: Final = frozenset(
         "ResultPathMatchFailure ParameterPathFailure IntrinsicFailure NoChoiceMatched "
         "QueryEvaluationError BranchFailed ExceedToleratedFailureThreshold ItemReaderFailed "
         "ResultWriterFailed Http.Socket"
+        # Raised by Statewright's HTTP task runner (README, "HTTP tasks"): Retry/Catch may
+        # name them without a warning.
+        " Http.Connection Http.NameResolution Http.TLS Http.DestinationNotAllowed"
+        " Http.UnsupportedResponse"
     ).split()
 )
 _HTTP_STATUS_ERROR = re.compile(r"States\.Http\.StatusCode\.\d{3}")
