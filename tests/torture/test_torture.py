@@ -52,6 +52,7 @@ from tests.torture import oracle, workload
 JSON = Any
 HTTP_TIMEOUT_S = 2.0  # the workers' request timeout: /hang costs this much per attempt
 SKEW = "+5s"
+RECOVERY_DEADLINE_S = 120  # from Postgres back to the next decision (a loaded machine is slow)
 LONG_SECONDS = float(os.environ.get("STATEWRIGHT_TORTURE_SECONDS") or 0)
 
 
@@ -74,14 +75,14 @@ class Plan:
 
 
 BOUNDED = Plan(
-    start_for_s=50,
+    start_for_s=40,
     starts_per_s=2.5,
     machines=8,
     workers=3,
     kill_every_s=(1.0, 3.0),
-    api_kill_every_s=12,
-    postgres_faults=((15, 0.0), (32, 5.0)),
-    drain_s=150,
+    api_kill_every_s=10,
+    postgres_faults=((12, 0.0), (26, 5.0)),
+    drain_s=180,
 )
 
 
@@ -96,7 +97,7 @@ def long_plan(seconds: float) -> Plan:
         machines=24,
         workers=3,
         kill_every_s=(2.0, 6.0),
-        api_kill_every_s=45,
+        api_kill_every_s=60,
         postgres_faults=tuple(faults),
         drain_s=240,
     )
@@ -121,11 +122,14 @@ class Api:
     server: Server | None = None
     kills: int = 0
 
+    up_since: float = 0.0
+
     def start(self) -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             self.server = _launch(self.url, "postgres", self.log, 0, self.key, "api")
             if _wait_healthy(self.server, deadline):
+                self.up_since = time.monotonic()
                 return
             _stop(self.server.process)  # the port was taken meanwhile: another one
 
@@ -212,15 +216,15 @@ async def _postgres_fault(
     first = await _poll(
         lambda: _scalar(engine, "SELECT min(timestamp) FROM events WHERE timestamp >= :t", t=back),
         lambda value: value is not None,
-        time.monotonic() + 60,
+        time.monotonic() + RECOVERY_DEADLINE_S,
         interval=0.02,
     )
     if first is None:
         running = await _scalar(engine, "SELECT count(*) FROM executions WHERE status='RUNNING'")
         if running:
             figures.errors.append(
-                f"no decision within 60 s after Postgres came back ({running} running)\n"
-                + workers.tails()
+                f"no decision within {RECOVERY_DEADLINE_S} s after Postgres came back "
+                f"({running} running)"
             )
         return
     figures.recovery_s.append(round((first - back).total_seconds(), 2))
@@ -247,17 +251,20 @@ async def _scenario(
         began = time.monotonic()
 
         async def kill_workers() -> None:
+            # One worker down at a time: on a loaded machine a worker takes many seconds to
+            # start, and killing faster than they start would test nothing but start-up.
             while True:
                 await asyncio.sleep(rng.uniform(*plan.kill_every_s))
                 workers.reap_exited()
                 ready = workers.killable()
-                if ready:
+                if len(ready) == workers.slots:
                     workers.kill_and_replace(rng.choice(ready))
 
         async def kill_api() -> None:
             while True:
-                await asyncio.sleep(plan.api_kill_every_s)
-                if not postgres_busy.is_set():
+                await asyncio.sleep(1.0)
+                up_for = time.monotonic() - api.up_since
+                if up_for >= plan.api_kill_every_s and not postgres_busy.is_set():
                     await asyncio.to_thread(api.kill_and_restart)
 
         async def faults() -> None:
@@ -379,15 +386,22 @@ def test_torture(tmp_path: Path) -> None:
         api_tail = api.server.tail() if api.server is not None else ""
 
     problems = list(figures.errors)
-    lost = wrong = exact = transitions = duplicated = events = 0
+    lost = unfinished = wrong = exact = transitions = duplicated = events = 0
     statuses: Counter[str] = Counter()
     expect = workload.provider(HTTP_TIMEOUT_S)
     for s in starts:
         got = found.get(s.name)
         where = f"execution {s.name} ({s.machine}, input {json.dumps(s.input)})"
-        if got is None or got[0].status == "RUNNING":
-            lost += 1
-            problems.append(f"{where}: {'missing' if got is None else 'still RUNNING'}")
+        if got is None:
+            # Missing although the API acknowledged its start: lost. (One never acknowledged
+            # within the run's deadline is not the service's promise to keep.)
+            if s.acknowledged:
+                lost += 1
+                problems.append(f"{where}: acknowledged but missing")
+            continue
+        if got[0].status == "RUNNING":
+            unfinished += 1
+            problems.append(f"{where}: still RUNNING after the drain ({plan.drain_s} s)")
             continue
         summary, history = got
         statuses[summary.status] += 1
@@ -407,10 +421,14 @@ def test_torture(tmp_path: Path) -> None:
         ("seed", seed),
         ("run (first start to all closed)", f"{figures.run_s} s"),
         ("state machines", f"{plan.machines} random"),
-        ("executions", f"{len(starts)} ({dict(statuses)})"),
+        (
+            "executions",
+            f"{len(starts)} ({dict(statuses)}, never acknowledged: "
+            f"{sum(not s.acknowledged for s in starts)})",
+        ),
         (
             "  histories equal to run_local",
-            f"{exact} event for event, {len(starts) - lost - wrong - exact} frame by frame",
+            f"{exact} event for event, {sum(statuses.values()) - wrong - exact} frame by frame",
         ),
         ("transitions (StateEntered)", transitions),
         ("history events", events),
@@ -426,6 +444,7 @@ def test_torture(tmp_path: Path) -> None:
         ("HTTP requests (target)", f"{target.requests()} {dict(target.outcomes)}"),
         ("duplicated side effects", f"{target.duplicates()} (same Idempotency-Key again)"),
         ("lost executions", lost),
+        ("unfinished after the drain", unfinished),
         ("duplicated transitions", duplicated),
         ("wrong outcome or history", wrong),
     ]
@@ -433,7 +452,7 @@ def test_torture(tmp_path: Path) -> None:
     assert not problems, (
         f"{len(problems)} problem(s):\n" + "\n".join(problems[:15]) + f"\n{tails}\n{api_tail}"
     )
-    assert lost == 0 and duplicated == 0
+    assert lost == unfinished == duplicated == 0
     assert figures.kills >= 5, f"too few worker kills to mean anything: {figures.kills}"
     assert figures.postgres_restarts == len(plan.postgres_faults)
     assert figures.api_kills >= 1
