@@ -27,6 +27,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -125,6 +126,8 @@ class Target:
 
     def __init__(self) -> None:
         self.keys: Counter[str] = Counter()  # requests per Idempotency-Key
+        self.first_seen: dict[str, float] = {}  # monotonic time of a key's first request
+        self.resend_after_s: list[float] = []  # for each resend, how long after the first
         self.outcomes: Counter[str] = Counter()  # "200", "500", "hang", "reset", ...
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -185,7 +188,13 @@ class Target:
             body = json.loads(raw) if raw else None
             got = answer(urllib.parse.urlsplit(target).path, body)
             with self._lock:
-                self.keys[headers.get("idempotency-key", "")] += 1
+                key = headers.get("idempotency-key", "")
+                self.keys[key] += 1
+                now = time.monotonic()
+                if key in self.first_seen:
+                    self.resend_after_s.append(now - self.first_seen[key])
+                else:
+                    self.first_seen[key] = now
                 self.outcomes[got.kind if got.kind != "http" else str(got.status)] += 1
             if got.kind == "hang":
                 await reader.read()  # until the client gives up and closes
@@ -217,6 +226,28 @@ class _Draw:
     def name(self, kind: str) -> str:
         self.counter += 1
         return f"{kind}{self.counter}"
+
+
+BEHAVIOURS = ("/ok", "/flaky/", "/status/", "/hang", "/reset")
+
+
+def definitions(seed: int, url: str, count: int) -> dict[str, dict[str, JSON]]:
+    """``count`` definitions (named torture0, torture1, ...) whose tasks, between them, call
+    every behaviour of the target."""
+    chosen: dict[str, dict[str, JSON]] = {}
+    missing = set(BEHAVIOURS)
+    draw = 0
+    while len(chosen) < count:
+        candidate = definition(seed * 1000 + draw, url)
+        draw += 1
+        text = json.dumps(candidate)
+        brings = {behaviour for behaviour in missing if behaviour in text}
+        # Keep a candidate that brings a missing behaviour, or any once the places left are
+        # enough for the behaviours still missing.
+        if brings or count - len(chosen) > len(missing):
+            chosen[f"torture{len(chosen)}"] = candidate
+            missing -= brings
+    return chosen
 
 
 def definition(seed: int, url: str, depth: int = 2) -> dict[str, JSON]:
