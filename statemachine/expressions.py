@@ -27,6 +27,10 @@ QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
 
 
 MAX_RANGE = 1000  # like States.ArrayRange; a larger $range is an error, never cut silently
+# $pad builds its whole result in one evaluation step, where the step budget cannot stop it:
+# wider than a payload may be is an error, not a gigabyte string ($pad('x', 1e9)).
+MAX_PAD = 262_144
+_SIGNATURES = {"pad": "<s-ns?:s>"}  # JSONata's own signatures of the built-ins replaced here
 # The budget of one expression's evaluation, so one definition cannot stall a worker: counted
 # in evaluation steps (not seconds, which would make replays depend on the machine's speed),
 # and in nesting depth (recursion that is not a tail call). A tail-recursive function that
@@ -221,8 +225,13 @@ class Evaluator:
         return _from_jsonata(result)
 
     def _evaluate(self, compiled: Any, bindings: dict[str, JSON]) -> JSON:
+        jsonata = _jsonata().Jsonata
         for name, function in self._functions().items():
-            compiled.register_lambda(name, function)
+            if name in _SIGNATURES:  # a JSONata built-in replaced: its argument checks stay
+                checked = jsonata.JFunction(jsonata.JLambda(function), _SIGNATURES[name])
+                compiled.register_function(name, checked)
+            else:
+                compiled.register_lambda(name, function)
         compiled.set_output_convert_nulls(False)
         budget = _Budget()
         # Bound last, so no workflow variable of the same name can take their place.
@@ -263,6 +272,13 @@ class Evaluator:
             # A JSONata sequence: one value collapses to that value, as AWS returns it.
             return _jsonata().utils.Utils.create_sequence_from_iter(range(start, stop, step))
 
+        def pad(text: JSON, width: JSON, char: JSON = None) -> JSON:
+            if isinstance(width, int | float) and abs(width) > MAX_PAD:
+                raise FunctionError(
+                    f"$pad: the width must be at most {MAX_PAD} characters, not {_show(width)}"
+                )
+            return _jsonata().functions.Functions.pad(text, width, char)
+
         def hash_(data: JSON, algorithm: JSON) -> JSON:
             if not isinstance(data, str):
                 raise FunctionError(f"$hash: the data must be a string, not {_type_name(data)}")
@@ -291,6 +307,7 @@ class Evaluator:
 
         return {
             "partition": partition,
+            "pad": pad,
             "range": range_,
             "hash": hash_,
             "random": random_,

@@ -996,6 +996,32 @@ def test_runaway_expression_fails_the_state_within_its_budget(
     assert time.monotonic() - began < 30
 
 
+@pytest.mark.parametrize(
+    ("expression", "output", "cause"),
+    [
+        ("$pad('x', 5)", "x    ", None),
+        ("'ab' ~> $pad(-4, '#')", "##ab", None),
+        (
+            "$pad('x', 1e9)",
+            None,
+            "$pad: the width must be at most 262144 characters, not 1000000000",
+        ),
+        ("$pad(1, 5)", None, "T0410: Argument 1 of Object pad does not match Object signature"),
+    ],
+    ids=["pad", "pad-left", "too-wide", "signature-kept"],
+)
+def test_pad_is_bounded_by_the_payload_limit(
+    expression: str, output: JSON, cause: str | None
+) -> None:
+    result = one({"Type": "Pass", "Output": "{% " + expression + " %}"}, {})
+    if cause is None:
+        assert result.status == "SUCCEEDED", result.cause
+        assert result.output == output
+    else:
+        assert result.error == QEE
+        assert (result.cause or "").endswith("threw an error during evaluation. " + cause)
+
+
 def test_budget_is_per_evaluation_and_leaves_ordinary_work_alone() -> None:
     items = list(range(1000))
     result = one(
