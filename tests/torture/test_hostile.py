@@ -257,7 +257,7 @@ JSONATA = [
     "$match($string($states.input.a), /(a+)+b/)",
     "$pad('x', 1e9)",
     "$join($map([1..1000000], function($v){ 'x' }))",
-    "[1..10000000]",
+    "$count([1..1000000])",
     "($f := function($x){ $f($x) }; $f(1))",
     "$states.input.b.**",
     "$parse($string($states.input))",
