@@ -102,6 +102,23 @@ CASES: list[tuple[str, str, tuple[str, ...] | None]] = [
 ]
 
 
+# Where the server (which also runs the full validator) answers otherwise than the engine's
+# loads(): what its rejection must say instead.
+SERVER_WORDS: dict[str, tuple[str, ...] | None] = {
+    # The validator's depth limit (250 levels: the REST serializer's own limit is 254).
+    "200-nested-parallels": ("nested", "the limit is 250"),
+    # REST parses the body first (1e400 becomes Infinity there); the AWS API hands the
+    # definition text to the validator ("the number 1e400 is beyond the range of a double").
+    "1e400": ("not valid JSON",),
+    "-1e400": ("not valid JSON",),
+    "duplicate-StartAt": ("'Q'",),
+}
+# REST: FastAPI itself refuses a body whose integer has more than 4300 digits, with
+# "There was an error parsing the body" (a 400 that does not say why): only the status is
+# checked there.
+REST_STATUS_ONLY = {"integer-of-5000-digits"}
+
+
 def _outcome(text: str) -> str | None:
     """None when the engine accepts ``text``, else its rejection (a DefinitionError)."""
     try:
@@ -316,7 +333,8 @@ def test_server_accepts_or_names_the_problem_never_a_5xx(sqlite_api_server: Serv
     problems = []
     with httpx.Client(timeout=CASE_SECONDS) as client:
         for round_ in range(3):  # the same batch thrice: memory must not keep growing
-            for case, text, words in CASES:
+            for case, text, engine_words in CASES:
+                words = SERVER_WORDS.get(case, engine_words)
                 name = f"hostile-{case}-{round_}"[:80]
                 raw = '{"name": "' + name + '", "definition": ' + text + "}"
                 began = time.monotonic()
@@ -330,6 +348,9 @@ def test_server_accepts_or_names_the_problem_never_a_5xx(sqlite_api_server: Serv
                     problems.append(f"REST {case}: {response.status_code} in {took:.1f} s")
                 elif words is None and response.status_code != 201:
                     problems.append(f"REST {case}: refused {response.text[:300]}")
+                elif case in REST_STATUS_ONLY:
+                    if response.status_code != 400:
+                        problems.append(f"REST {case}: {response.status_code} {response.text}")
                 elif words is not None and not all(w in response.text for w in words):
                     problems.append(f"REST {case}: {response.status_code} {response.text[:300]}")
                 try:
