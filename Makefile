@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run samples test check conformance bench clean
+.PHONY: run samples test check audit torture conformance bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ test: $(STAMP)
 
 check: $(STAMP)
 	scripts/check
+
+audit: $(STAMP)
+	scripts/audit
+
+# The long torture run (tests/torture/test_torture.py): 30 minutes of random workflows while
+# workers, the API and Postgres are killed, restarted and cut off; prints the figures.
+TORTURE_SECONDS ?= 1800
+torture: $(STAMP)
+	STATEWRIGHT_TORTURE_SECONDS=$(TORTURE_SECONDS) scripts/test -m torture -s tests/torture
 
 conformance: $(STAMP)
 	$(BIN)/python ../shared/conformance/run.py --python 'statemachine.conformance:run_case' --features

@@ -144,7 +144,40 @@ def parse(document: JSON) -> StateMachine:
         raise DefinitionError(f"The definition is not JSON: {exc}") from None
     except RecursionError:
         raise DefinitionError("The definition is nested too deeply") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # JSON text may spell half of a surrogate pair ("\ud800"); that is no Unicode text,
+        # and no database, log or AWS client could store or show it.
+        code = f"U+{ord(text[exc.start]):04X}"
+        raise DefinitionError(
+            f"The definition contains a lone surrogate ({code}), which is not Unicode text",
+            _surrogate_location(document, "") or "/",
+        ) from None
     return _parse_text(text)
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def _surrogate_location(value: JSON, at: str) -> str | None:
+    """The JSON Pointer of the first key or string holding a lone surrogate, if any."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            # The pointer is shown as text: the surrogate is escaped in it.
+            where = f"{at}/{key.encode('utf-8', 'backslashreplace').decode()}"
+            found = where if _has_surrogate(key) else _surrogate_location(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_location(item, f"{at}/{index}")
+            if found is not None:
+                return found
+    elif isinstance(value, str) and _has_surrogate(value):
+        return at or "/"
+    return None
 
 
 @lru_cache(maxsize=256)

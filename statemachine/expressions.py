@@ -27,6 +27,18 @@ QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
 
 
 MAX_RANGE = 1000  # like States.ArrayRange; a larger $range is an error, never cut silently
+# $pad builds its whole result in one evaluation step, where the step budget cannot stop it:
+# wider than a payload may be is an error, not a gigabyte string ($pad('x', 1e9)).
+MAX_PAD = 262_144
+_SIGNATURES = {"pad": "<s-ns?:s>"}  # JSONata's own signatures of the built-ins replaced here
+# The budget of one expression's evaluation, so one definition cannot stall a worker: counted
+# in evaluation steps (not seconds, which would make replays depend on the machine's speed),
+# and in nesting depth (recursion that is not a tail call). A tail-recursive function that
+# never returns runs in constant depth, so only the step count stops it. The depth limit is
+# well below where Python's own recursion limit would strike (about 250 levels from a shallow
+# stack), so the outcome does not depend on how deep the caller's stack already is.
+MAX_STEPS = 100_000
+MAX_DEPTH = 150
 _HASHES = {
     "MD5": "md5",
     "SHA-1": "sha1",
@@ -38,6 +50,34 @@ _HASHES = {
 
 class FunctionError(Exception):
     """One of Step Functions' JSONata functions was called wrongly (the message says how)."""
+
+
+class BudgetExceeded(Exception):
+    """An expression took more evaluation steps or nesting depth than its budget allows."""
+
+
+class _Budget:
+    """Counts the evaluation steps and depth of one expression (jsonata-python's callbacks)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.depth = 0
+
+    def enter(self, expr: Any, input: Any, env: Any) -> None:
+        self.steps += 1
+        self.depth += 1
+        if self.steps > MAX_STEPS:
+            raise BudgetExceeded(
+                f"The expression exceeded its budget of {MAX_STEPS} evaluation steps "
+                "(an endless recursion or a very large computation)"
+            )
+        if self.depth > MAX_DEPTH:
+            raise BudgetExceeded(
+                f"The expression is nested or recurses deeper than {MAX_DEPTH} levels"
+            )
+
+    def leave(self, expr: Any, input: Any, env: Any, result: Any) -> None:
+        self.depth -= 1
 
 
 class QueryEvaluationError(StatesFailure):
@@ -164,7 +204,7 @@ class Evaluator:
                 f"The JSONata expression '{text}' specified for the field '{location}' threw an "
                 "error during evaluation. The expression is nested too deeply",
             ) from None
-        except FunctionError as exc:
+        except (FunctionError, BudgetExceeded) as exc:
             raise QueryEvaluationError(
                 location,
                 f"The JSONata expression '{text}' specified for the field '{location}' threw an "
@@ -185,9 +225,18 @@ class Evaluator:
         return _from_jsonata(result)
 
     def _evaluate(self, compiled: Any, bindings: dict[str, JSON]) -> JSON:
+        jsonata = _jsonata().Jsonata
         for name, function in self._functions().items():
-            compiled.register_lambda(name, function)
+            if name in _SIGNATURES:  # a JSONata built-in replaced: its argument checks stay
+                checked = jsonata.JFunction(jsonata.JLambda(function), _SIGNATURES[name])
+                compiled.register_function(name, checked)
+            else:
+                compiled.register_lambda(name, function)
         compiled.set_output_convert_nulls(False)
+        budget = _Budget()
+        # Bound last, so no workflow variable of the same name can take their place.
+        bindings["__evaluate_entry"] = budget.enter
+        bindings["__evaluate_exit"] = budget.leave
         return compiled.evaluate(None, bindings)
 
     def _generator(self) -> random.Random:
@@ -223,6 +272,13 @@ class Evaluator:
             # A JSONata sequence: one value collapses to that value, as AWS returns it.
             return _jsonata().utils.Utils.create_sequence_from_iter(range(start, stop, step))
 
+        def pad(text: JSON, width: JSON, char: JSON = None) -> JSON:
+            if isinstance(width, int | float) and abs(width) > MAX_PAD:
+                raise FunctionError(
+                    f"$pad: the width must be at most {MAX_PAD} characters, not {_show(width)}"
+                )
+            return _jsonata().functions.Functions.pad(text, width, char)
+
         def hash_(data: JSON, algorithm: JSON) -> JSON:
             if not isinstance(data, str):
                 raise FunctionError(f"$hash: the data must be a string, not {_type_name(data)}")
@@ -251,6 +307,7 @@ class Evaluator:
 
         return {
             "partition": partition,
+            "pad": pad,
             "range": range_,
             "hash": hash_,
             "random": random_,

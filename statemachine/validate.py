@@ -11,12 +11,14 @@ operand types, Retry/Catch ordering, and warns about legal but suspicious constr
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
 from statemachine import expressions, intrinsics, paths
+from statemachine.definition import _surrogate_location
 from statemachine.errors import IntrinsicError
 from statemachine.validate_states import (
     _CATCHER_FIELDS,
@@ -95,6 +97,13 @@ def validate(definition: str | bytes | Mapping[str, JSON]) -> list[Diagnostic]:
 _UNUSABLE: Final = object()
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text} is beyond the range of a double")
+    return value
+
+
 @dataclass(slots=True)
 class _Node:
     """What the graph checks need to know about one state."""
@@ -153,9 +162,23 @@ class _Checker:
             self.error("MISSING_DESCRIPTION", "The definition is empty", "/")
             return _UNUSABLE
         try:
-            return json.loads(
-                definition, object_pairs_hook=_object, parse_constant=_reject_constant
+            document = json.loads(
+                definition,
+                object_pairs_hook=_object,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
             )
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+            return document
+        except UnicodeEncodeError as exc:
+            # JSON text may spell half of a surrogate pair ("\ud800"): not Unicode text.
+            code = f"U+{ord(exc.object[exc.start]):04X}"
+            self.error(
+                "INVALID_JSON_DESCRIPTION",
+                f"The definition contains a lone surrogate ({code}), which is not Unicode text",
+                _surrogate_location(document, "") or "/",
+            )
+            return _UNUSABLE
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno} column {exc.colno}"
             message = f"The definition is not valid JSON: {exc.msg} at {where}"

@@ -21,7 +21,10 @@ JSON = Any
 ERROR: Final = "ERROR"
 WARNING: Final = "WARNING"
 MAX_DEFINITION_BYTES: Final = 1_048_576  # AWS quota: a definition is at most 1 MiB
-MAX_DEPTH: Final = 1000  # JSON nesting; Jackson's default StreamReadConstraints limit
+# JSON nesting. AWS allows 1000 (Jackson's default StreamReadConstraints limit), but the REST
+# API's serializer (pydantic) stops at 254 levels: a deeper definition would be stored and then
+# fail every answer that carries it (upload, describe, the list of all state machines).
+MAX_DEPTH: Final = 250
 MAX_NAME_LENGTH: Final = 80  # state and variable names
 MAX_SECONDS: Final = 99_999_999  # TimeoutSeconds, HeartbeatSeconds, Wait Seconds, retry fields
 MAX_DELAY_SECONDS: Final = 31_622_400  # Retry MaxDelaySeconds: one year plus a day
@@ -130,6 +133,10 @@ _STATES_ERRORS: Final = frozenset(
         "ResultPathMatchFailure ParameterPathFailure IntrinsicFailure NoChoiceMatched "
         "QueryEvaluationError BranchFailed ExceedToleratedFailureThreshold ItemReaderFailed "
         "ResultWriterFailed Http.Socket"
+        # Raised by Statewright's HTTP task runner (README, "HTTP tasks"): Retry/Catch may
+        # name them without a warning.
+        " Http.Connection Http.NameResolution Http.TLS Http.DestinationNotAllowed"
+        " Http.UnsupportedResponse"
     ).split()
 )
 _HTTP_STATUS_ERROR = re.compile(r"States\.Http\.StatusCode\.\d{3}")

@@ -344,8 +344,10 @@ async def invoke(
             raise TaskFailure("States.Http.TLS", f"{request.url}: {exc}") from None
         raise TaskFailure("States.Http.Connection", f"{request.url}: {exc}") from None
     except httpx.TransportError as exc:
+        # A reset seen while reading can come without a message (it depends on timing).
+        detail = str(exc) or "the connection was closed or reset before the answer"
         raise TaskFailure(
-            "States.Http.Connection", f"{request.url}: {type(exc).__name__}: {exc}"
+            "States.Http.Connection", f"{request.url}: {type(exc).__name__}: {detail}"
         ) from None
     output = _output(response)
     if not 200 <= response.status_code < 300:

@@ -218,20 +218,35 @@ def crash_schema_template(postgres_template_factory: TemplateFactory) -> str:
 
 @dataclass
 class Workers:
-    """WORKERS slots, each running one ``statewright worker`` process at a time."""
+    """``slots`` slots, each running one ``statewright worker`` process at a time.
+
+    ``env`` adds variables to every worker's environment, ``slot_env`` to one slot's (e.g. a
+    skewed clock that the slot's replacements keep too).
+    """
 
     url: str
     log_dir: Path
-    procs: list[subprocess.Popen[bytes] | None] = field(default_factory=lambda: [None] * WORKERS)
     rng: random.Random = field(default_factory=random.Random)
-    offsets: list[int] = field(default_factory=lambda: [0] * WORKERS)  # where each log begins
-    spawned_at: list[float] = field(default_factory=lambda: [0.0] * WORKERS)
-    up_since: list[float | None] = field(default_factory=lambda: [None] * WORKERS)
-    min_up: list[float] = field(default_factory=lambda: [0.0] * WORKERS)
+    slots: int = WORKERS
+    lanes: int = LANES
+    env: dict[str, str] = field(default_factory=dict)
+    slot_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes] | None] = field(init=False)
+    offsets: list[int] = field(init=False)  # where each log begins
+    spawned_at: list[float] = field(init=False)
+    up_since: list[float | None] = field(init=False)
+    min_up: list[float] = field(init=False)
     startup_s: list[float] = field(default_factory=list)  # spawn to "worker started" (at ticks)
     spawned: int = 0
     kills: int = 0
     unexpected_exits: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.procs = [None] * self.slots
+        self.offsets = [0] * self.slots
+        self.spawned_at = [0.0] * self.slots
+        self.up_since = [None] * self.slots
+        self.min_up = [0.0] * self.slots
 
     def log(self, slot: int) -> Path:
         return self.log_dir / f"worker-{slot}.log"
@@ -255,17 +270,22 @@ class Workers:
                     "--database-url",
                     self.url,
                     "--lanes",
-                    str(LANES),
+                    str(self.lanes),
                 ],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    **self.env,
+                    **self.slot_env.get(slot, {}),
+                },
             )
 
     def start_all(self) -> None:
-        for slot in range(WORKERS):
+        for slot in range(self.slots):
             self.spawn(slot)
 
     def killable(self) -> list[int]:
@@ -321,7 +341,7 @@ class Workers:
 
     def tails(self) -> str:
         parts = []
-        for slot in range(WORKERS):
+        for slot in range(self.slots):
             path = self.log(slot)
             lines = path.read_text(errors="replace").splitlines() if path.exists() else []
             parts.append(f"--- {path.name} (last {LOG_TAIL_LINES} lines) ---")
@@ -331,7 +351,7 @@ class Workers:
     def tracebacks(self) -> int:
         return sum(
             self.log(slot).read_text(errors="replace").count("Traceback")
-            for slot in range(WORKERS)
+            for slot in range(self.slots)
             if self.log(slot).exists()
         )
 

@@ -171,3 +171,29 @@ def test_nan_in_a_task_result_fails_the_task_cleanly() -> None:
     assert result.status == "FAILED"
     assert result.error == "States.Runtime"
     assert "not valid JSON" in (result.cause or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "location"),
+    [
+        ('{"StartAt": "P\\ud800", "States": {}}', "U+D800", "/StartAt"),
+        (
+            '{"StartAt": "P", "States": {"P": {"Type": "Pass"}, "Q\\udfff": {"Type": "Pass"}}}',
+            "U+DFFF",
+            "/States/Q\\udfff",
+        ),
+        (
+            '{"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": [[1], {"a": "\\ud83d"}]}}}',
+            "U+D83D",
+            "/States/P/Result/1/a",
+        ),
+        ('"\\ud800"', "U+D800", "/"),
+    ],
+    ids=["value", "key", "nested", "whole-document"],
+)
+def test_lone_surrogate_is_named_with_its_location(text: str, code: str, location: str) -> None:
+    error = definition_error(text)
+    assert error.message == (
+        f"The definition contains a lone surrogate ({code}), which is not Unicode text"
+    )
+    assert error.location == location

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -964,6 +965,77 @@ def test_python_level_error_inside_jsonata() -> None:
         + "The JSONata expression '1/0' specified for the field 'Output' threw an error during evaluation."
     )
     assert "Traceback" not in result.cause
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # jsonata-python runs tail calls in a loop: without a budget these never return.
+        ("($f := function($x){ $f($x) }; $f(1))", "budget of 100000 evaluation steps"),
+        ("($f := function($x){ $x > 1e12 ? $x : $f($x + 1) }; $f(1))", "evaluation steps"),
+        ("$count([1..300].([1..300].([1..300])))", "evaluation steps"),
+        # Not a tail call: the depth grows with every call.
+        ("($f := function($x){ $x = 0 ? 0 : 1 + $f($x - 1) }; $f(100000))", "deeper than 150"),
+    ],
+    ids=["endless-tail-recursion", "counting-to-1e12", "cube-of-ranges", "deep-recursion"],
+)
+def test_runaway_expression_fails_the_state_within_its_budget(
+    expression: str, message: str
+) -> None:
+    began = time.monotonic()
+    result = one({"Type": "Pass", "Output": "{% " + expression + " %}"}, {})
+    assert result.status == "FAILED"
+    assert result.error == QEE
+    assert result.cause is not None and message in result.cause, result.cause
+    assert result.cause.startswith(
+        prefix()
+        + f"The JSONata expression '{expression}' specified for the field 'Output' threw an "
+        "error during evaluation. "
+    )
+    # The step budget is a few seconds of work on a slow, shared machine, never a hang.
+    assert time.monotonic() - began < 30
+
+
+@pytest.mark.parametrize(
+    ("expression", "output", "cause"),
+    [
+        ("$pad('x', 5)", "x    ", None),
+        ("'ab' ~> $pad(-4, '#')", "##ab", None),
+        (
+            "$pad('x', 1e9)",
+            None,
+            "$pad: the width must be at most 262144 characters, not 1000000000",
+        ),
+        ("$pad(1, 5)", None, "T0410: Argument 1 of Object pad does not match Object signature"),
+    ],
+    ids=["pad", "pad-left", "too-wide", "signature-kept"],
+)
+def test_pad_is_bounded_by_the_payload_limit(
+    expression: str, output: JSON, cause: str | None
+) -> None:
+    result = one({"Type": "Pass", "Output": "{% " + expression + " %}"}, {})
+    if cause is None:
+        assert result.status == "SUCCEEDED", result.cause
+        assert result.output == output
+    else:
+        assert result.error == QEE
+        assert (result.cause or "").endswith("threw an error during evaluation. " + cause)
+
+
+def test_budget_is_per_evaluation_and_leaves_ordinary_work_alone() -> None:
+    items = list(range(1000))
+    result = one(
+        {
+            "Type": "Pass",
+            "Output": {
+                "sum": "{% $sum($map($states.input.items, function($v){ $v * 2 })) %}",
+                "again": "{% $count($filter($states.input.items, function($v){ $v % 2 = 0 })) %}",
+            },
+        },
+        {"items": items},
+    )
+    assert result.status == "SUCCEEDED", result.cause
+    assert result.output == {"sum": sum(items) * 2, "again": 500}
 
 
 def test_evaluation_failed_event_precedes_execution_failed() -> None:
