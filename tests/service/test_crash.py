@@ -481,7 +481,9 @@ def test_killed_workers_and_a_postgres_restart_lose_and_repeat_nothing(
             await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
             workers.reap_exited()
             ready = workers.killable()
-            if ready:
+            # Kill only while another worker decides: on a loaded machine a new worker takes
+            # many seconds to import, and killing the last one up would only stop all work.
+            if len(ready) >= 2:
                 workers.kill_and_replace(rng.choice(ready))
 
     async def restart_postgres(engine: Any) -> None:
