@@ -154,7 +154,10 @@ class StartExecution:
     state_machine_arn: str
     role_arn: str = "arn:aws:iam::000000000000:role/statewright"
     redrive_count: int = 0
-    seed: int = 0  # of States.UUID/MathRandom, retry jitter and task tokens; keep it secret
+    seed: int = 0  # of States.UUID/MathRandom and retry jitter; keep it secret
+    # The secret of the execution's task tokens (at least 128 bits of randomness; "": tokens
+    # derive from the seed, as histories written before it did).
+    token_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

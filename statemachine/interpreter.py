@@ -164,6 +164,7 @@ class ExecutionInfo:
     input: JSON
     seed: int
     redrive_count: int
+    token_key: str = ""
 
     @property
     def name(self) -> str:
@@ -319,6 +320,7 @@ class Execution:
             input=event.details["input"],
             seed=meta.get("seed", 0),
             redrive_count=meta.get("redrive_count", 0),
+            token_key=meta.get("token_key", ""),
         )
         self.status = RUNNING
         # AWS numbers the first StateEntered's previousEventId 0, not 1.
@@ -670,6 +672,8 @@ class Execution:
             "seed": start.seed,
             "redrive_count": start.redrive_count,
         }
+        if start.token_key:
+            meta["token_key"] = start.token_key
         self._emit(None, "ExecutionStarted", details, meta, previous=0)
         if self.definition.timeout_seconds:
             self.commands.append(
@@ -795,7 +799,10 @@ class Execution:
 
     def _task_token(self, frame: Frame) -> str:
         assert self.info is not None
-        material = f"{self.info.seed}:{self.info.execution_arn}:{frame.scope}:{frame.entered_id}:{len(self.events)}"
+        # Unguessable: the execution's token key (256 random bits from the service) or, in a
+        # history written before there was one, its 62-bit seed.
+        secret = self.info.token_key or str(self.info.seed)
+        material = f"{secret}:{self.info.execution_arn}:{frame.scope}:{frame.entered_id}:{len(self.events)}"
         return hashlib.sha256(material.encode()).hexdigest()
 
     # ------------------------------------------------------------------ states

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -113,10 +114,22 @@ def _sm(info: control.StateMachineInfo) -> StateMachinePublic:
     )
 
 
-def _ex(summary: control.ExecutionSummary) -> ExecutionPublic:
-    return ExecutionPublic(
-        **{field: getattr(summary, field) for field in ExecutionPublic.model_fields}
-    )
+def _ex(summary: control.ExecutionSummary) -> dict[str, JSON]:
+    out: dict[str, JSON] = {
+        field: getattr(summary, field) for field in ExecutionPublic.model_fields
+    }
+    for field in ("started_at", "stopped_at"):
+        if out[field] is not None:
+            out[field] = out[field].isoformat()
+    return out
+
+
+def _payloads(content: JSON, status_code: int = 200) -> Response:
+    """An answer holding execution data (inputs, outputs, event details) as JSON, written by
+    the standard encoder: the framework's own serializer refuses data nested more than a few
+    hundred levels, which an execution may legitimately hold (the route's response_model
+    still documents the shape)."""
+    return JSONResponse(content, status_code=status_code)
 
 
 @router.post("/state-machines", status_code=201)
@@ -148,41 +161,40 @@ async def delete_state_machine(engine: EngineDep, name: str) -> dict[str, str]:
     return {"status": await control.delete_state_machine(engine, name)}
 
 
-@router.post("/state-machines/{name}/executions", status_code=201)
-async def start(engine: EngineDep, name: str, body: ExecutionCreate) -> ExecutionPublic:
+@router.post("/state-machines/{name}/executions", status_code=201, response_model=ExecutionPublic)
+async def start(engine: EngineDep, name: str, body: ExecutionCreate) -> Response:
     """Start an execution (a repeated name with the same input returns the same execution)."""
-    return _ex(await control.start_execution(engine, name, body.input, body.name))
+    summary = await control.start_execution(engine, name, body.input, body.name)
+    return _payloads(_ex(summary), 201)
 
 
-@router.get("/executions")
+@router.get("/executions", response_model=list[ExecutionPublic])
 async def list_executions(
     engine: EngineDep,
     state_machine: str | None = None,
     status: str | None = None,
     name_prefix: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[ExecutionPublic]:
+) -> Response:
     """Executions, newest first."""
-    return [
-        _ex(s)
-        for s in await control.list_executions(engine, state_machine, status, name_prefix, limit)
-    ]
+    found = await control.list_executions(engine, state_machine, status, name_prefix, limit)
+    return _payloads([_ex(s) for s in found])
 
 
-@router.get("/executions/{execution_id}")
-async def describe_execution(engine: EngineDep, execution_id: str) -> ExecutionPublic:
+@router.get("/executions/{execution_id}", response_model=ExecutionPublic)
+async def describe_execution(engine: EngineDep, execution_id: str) -> Response:
     """One execution."""
-    return _ex(await control.describe_execution(engine, execution_id))
+    return _payloads(_ex(await control.describe_execution(engine, execution_id)))
 
 
-@router.get("/executions/{execution_id}/history")
+@router.get("/executions/{execution_id}/history", response_model=list[dict[str, JSON]])
 async def get_history(
     engine: EngineDep,
     execution_id: str,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     reverse: bool = False,
-) -> list[dict[str, JSON]]:
+) -> Response:
     """History events (AWS-shaped), from event ``after + 1``."""
     events = await control.history(engine, execution_id, after=after)
     if reverse:
@@ -192,7 +204,7 @@ async def get_history(
         shaped = event.to_aws()
         shaped["timestamp"] = event.timestamp.isoformat()
         out.append(shaped)
-    return out
+    return _payloads(out)
 
 
 @router.post("/executions/{execution_id}/stop", status_code=202)
@@ -205,11 +217,11 @@ async def stop(
     return {"stop_requested_at": at.isoformat()}
 
 
-@router.post("/executions/{execution_id}/redrive", status_code=202)
-async def redrive(engine: EngineDep, execution_id: str) -> ExecutionPublic:
+@router.post("/executions/{execution_id}/redrive", status_code=202, response_model=ExecutionPublic)
+async def redrive(engine: EngineDep, execution_id: str) -> Response:
     """Continue a FAILED, TIMED_OUT or ABORTED execution from the state it stopped in."""
     await control.redrive_execution(engine, execution_id)
-    return _ex(await control.describe_execution(engine, execution_id))
+    return _payloads(_ex(await control.describe_execution(engine, execution_id)), 202)
 
 
 @callbacks.post("/callbacks/{token}/success", status_code=202)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -216,9 +217,10 @@ _START_POSTGRES = sa.text(
     f"""
     WITH inserted AS (
         INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
-                                started_at, seed, version, wake_at, test_case, qualifier)
+                                started_at, seed, version, wake_at, test_case, qualifier,
+                                token_key)
         VALUES (:id, :arn, :name, :state_machine_id, :version_id, :status, :input_ref,
-                :started_at, :seed, :version, :wake_at, :test_case, :qualifier)
+                :started_at, :seed, :version, :wake_at, :test_case, :qualifier, :token_key)
         ON CONFLICT (state_machine_id, name) DO NOTHING
         RETURNING id
     )
@@ -258,6 +260,7 @@ async def start_execution(
         "input_ref": await store_payload(conn, input_value),
         "started_at": at,
         "seed": seed,
+        "token_key": secrets.token_hex(32),
         "version": 0,
         "wake_at": at,
         "test_case": test_case,
@@ -283,8 +286,8 @@ _START_ALL_POSTGRES = sa.text(
             CAST(:ids AS varchar[]), CAST(:arns AS varchar[]), CAST(:names AS varchar[]),
             CAST(:machines AS varchar[]), CAST(:numbers AS integer[]), CAST(:inputs AS text[]),
             CAST(:seeds AS bigint[]), CAST(:test_cases AS varchar[]),
-            CAST(:qualifiers AS varchar[])
-        ) AS g(id, arn, name, machine, number, input_ref, seed, test_case, qualifier)
+            CAST(:qualifiers AS varchar[]), CAST(:token_keys AS varchar[])
+        ) AS g(id, arn, name, machine, number, input_ref, seed, test_case, qualifier, token_key)
     ), target AS (
         SELECT g.*, sm.id AS sm_id, sm.arn AS sm_arn,
             (SELECT v.id FROM state_machine_versions AS v
@@ -294,9 +297,10 @@ _START_ALL_POSTGRES = sa.text(
         JOIN state_machines AS sm ON sm.name = g.machine AND sm.deleted_at IS NULL
     ), inserted AS (
         INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
-                                started_at, seed, version, wake_at, test_case, qualifier)
+                                started_at, seed, version, wake_at, test_case, qualifier,
+                                token_key)
         SELECT id, arn, name, sm_id, version_id, 'RUNNING', input_ref, statement_timestamp(),
-               seed, 0, statement_timestamp(), test_case, qualifier
+               seed, 0, statement_timestamp(), test_case, qualifier, token_key
         FROM target WHERE version_id IS NOT NULL
         ON CONFLICT (state_machine_id, name) DO NOTHING
         RETURNING id
@@ -351,6 +355,7 @@ async def start_all(conn: AsyncConnection, requests: Sequence[StartRequest]) -> 
             "numbers": [r.version for r in requests],
             "inputs": inputs,
             "seeds": [r.seed for r in requests],
+            "token_keys": [secrets.token_hex(32) for _ in requests],
             "test_cases": [r.test_case for r in requests],
             "qualifiers": [r.qualifier for r in requests],
         },
@@ -404,6 +409,7 @@ class Claimed:
     seed: int
     input_ref: str
     started_at: datetime
+    token_key: str  # "" for rows written before executions had one
 
 
 _CLAIM_COLUMNS = (
@@ -414,11 +420,12 @@ _CLAIM_COLUMNS = (
     executions.c.seed,
     executions.c.input_ref,
     executions.c.started_at,
+    executions.c.token_key,
 )
 
 
 def _claimed(row: Any) -> Claimed:
-    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], aware(row[6]))
+    return Claimed(row[0], row[1], row[2], row[3], row[4], row[5], aware(row[6]), row[7] or "")
 
 
 async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[Claimed]]:
@@ -458,7 +465,7 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
     rows = (await conn.execute(query)).all()
     if not rows:
         return await now(conn), []
-    at = aware(rows[0][7])
+    at = aware(rows[0][len(_CLAIM_COLUMNS)])
     assert at is not None
     return at, [_claimed(row) for row in rows]
 

@@ -91,6 +91,8 @@ class ExecutionRow(SQLModel, table=True):
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
     seed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # The secret of its task tokens (hex of 256 random bits); None in rows written before.
+    token_key: str | None = Field(default=None, max_length=64)
     # An AWS Step Functions Local mock config test case (StartExecution with "arn#TestCase"):
     # its tasks are answered from the mock config instead of being run.
     test_case: str | None = Field(default=None, max_length=80)

@@ -276,6 +276,7 @@ class Decider:
                     state_machine_arn=work.record.arn,
                     role_arn=work.record.role_arn,
                     seed=claimed.seed,
+                    token_key=claimed.token_key,
                 )
                 timed.append((claimed.started_at, 0, start))
             try:

@@ -474,3 +474,21 @@ def test_oversized_bodies_are_refused_with_413(api: httpx.Client) -> None:
     )
     assert streamed.status_code == 413
     assert streamed.json()["code"] == "RequestTooLarge"
+
+
+def test_deeply_nested_data_is_answered_like_any_other(
+    api_server: Server, api: httpx.Client
+) -> None:
+    # 300 levels: within what JSON parsers take, beyond the framework's own serializer, which
+    # once made the start, and then every list of executions, answer 500.
+    deep: JSON = {"leaf": True}
+    for _ in range(300):
+        deep = {"a": deep}
+    machine = upload(api, {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
+    started = start(api, machine, input=deep)
+    assert started["input"] == deep
+    done = wait_status(api_server, api, started["id"], "SUCCEEDED")
+    assert done["output"] == deep
+    listed = api.get("/executions", params={"state_machine": machine})
+    assert listed.status_code == 200 and listed.json()[0]["input"] == deep
+    assert history(api, started["id"])[-1]["type"] == "ExecutionSucceeded"

@@ -55,6 +55,8 @@ def test_every_route_but_callbacks_health_and_docs_wants_a_key(
     server = sqlite_api_server
     routes = _routes()
     checked = []
+    # The AWS API (POST /) is served ahead of the routes (service.app.AwsEndpoint).
+    routes.append(("POST", "/"))
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         for method, path in routes:
             if path in OPEN or path.startswith(CALLBACKS):

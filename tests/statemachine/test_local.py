@@ -188,3 +188,35 @@ def test_execution_timeout_ends_a_long_wait_as_timed_out() -> None:
     assert result.status == "TIMED_OUT"
     assert result.error == "States.Timeout"
     assert result.events[-1].timestamp - START == timedelta(seconds=60)
+
+
+def test_task_tokens_derive_from_the_token_key_not_the_seed() -> None:
+    from statemachine import Execution, parse
+    from statemachine.events import ScheduleTask, StartExecution
+
+    machine = parse(
+        _task_machine(Resource="arn:aws:states:::sqs:sendMessage.waitForTaskToken", Parameters={})
+    )
+
+    def token(seed: int, key: str) -> str:
+        execution = Execution(machine)
+        execution.handle(
+            StartExecution(
+                input={},
+                timestamp=START,
+                execution_arn="arn:aws:states:us-east-1:123456789012:execution:m:e",
+                state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:m",
+                seed=seed,
+                token_key=key,
+            )
+        )
+        found = [c.task_token for c in execution.commands if isinstance(c, ScheduleTask)]
+        assert found and found[0]
+        return str(found[0])
+
+    key_a, key_b = "a" * 64, "b" * 64
+    # The 256-bit key decides the token; the (62-bit) seed does not.
+    assert token(1, key_a) == token(2, key_a)
+    assert token(1, key_a) != token(1, key_b)
+    # A history written before there were token keys keeps its seed-derived tokens.
+    assert token(1, "") != token(2, "")
