@@ -37,5 +37,7 @@ class Settings(BaseSettings):
     http_per_host: int = 32  # ... of which to one host
     http_per_host_rate: float = 0.0  # requests started per second to one host (0: no limit)
     http_timeout_seconds: float = 60.0  # per request (AWS: about 60 s, then States.Http.Socket)
+    # Schedules may use rate(N seconds) (development and tests; AWS's minimum is a minute).
+    schedule_seconds: bool = False
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import schedules
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.http import HttpRunner, Outbound
@@ -93,6 +94,7 @@ class Worker:
             if self.mock_runner is not None:
                 lanes.append(self._mock_lane())
             lanes.append(self._retention_lane())
+            lanes.append(self._schedule_lane())
             lanes.append(self._http_lane())
             await asyncio.gather(*lanes)
         finally:
@@ -182,6 +184,22 @@ class Worker:
             except Exception as exc:
                 log.warning("retention sweep: %s", exc)
             await self._sleep(self.stopping, pause)
+
+    async def _schedule_lane(self) -> None:
+        """Start the executions of due schedules, then sleep until the next fire time (at
+        most the polling interval: a schedule made or changed elsewhere is seen by then).
+        Every worker runs one; the claim is SKIP LOCKED, so each fire time starts once."""
+        while not self.stopping.is_set():
+            seconds: float | None = self.poll_seconds
+            try:
+                if await schedules.fire_due(self.engine):
+                    continue
+                async with self.engine.connect() as conn:
+                    seconds = await schedules.seconds_to_next_fire(conn)
+            except Exception as exc:
+                log.warning("schedules: %s", exc)
+            timeout = self.poll_seconds if seconds is None else min(seconds, self.poll_seconds)
+            await self._sleep(self.stopping, timeout)
 
     def _wake_all(self) -> None:
         for wake in self._lane_wakes:

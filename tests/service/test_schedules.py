@@ -1,0 +1,294 @@
+"""Schedules on the store (both backends), fired with an injected clock; and a real worker
+process SIGKILLed mid-run and replaced: every fire time starts exactly one execution."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import control, schedules
+from service.db.engine import create_engine
+from service.db.migrate import upgrade
+from tests.postgres import CloneFactory, TemplateFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+PASS = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+
+
+@pytest.fixture(scope="session")
+def schedules_template(postgres_template_factory: TemplateFactory) -> str:
+    return postgres_template_factory("schedules", upgrade)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+        yield url
+        return
+    clone: CloneFactory = request.getfixturevalue("postgres_clone")
+    yield clone(request.getfixturevalue("schedules_template"))
+
+
+@pytest.fixture
+def seconds_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schedules, "ALLOW_SECONDS", True)
+
+
+async def _names(engine: Any, machine: str) -> list[str]:
+    return sorted(e.name for e in await control.list_executions(engine, machine, None, None, 1000))
+
+
+def test_a_fire_time_starts_one_execution_named_after_it(database_url: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(
+            engine, "every-minute", "sm", "rate(1 minute)", input_value={"x": 1}
+        )
+        assert info.next_fire_at == info.anchor_at + timedelta(minutes=1)
+        due = info.next_fire_at
+        assert due is not None
+        assert await schedules.fire_due(engine, now=due - timedelta(seconds=1)) == 0
+        assert await schedules.fire_due(engine, now=due) == 1
+        assert await schedules.fire_due(engine, now=due) == 0  # advanced with the start
+        name = schedules.execution_name("every-minute", due)
+        assert await _names(engine, "sm") == [name]
+        execution = (await control.list_executions(engine, "sm", None, None, 10))[0]
+        assert execution.input == {"x": 1}
+        after = await schedules.describe_schedule(engine, "every-minute")
+        assert after.next_fire_at == due + timedelta(minutes=1)
+        assert after.last_fire_at == due
+        assert after.last_execution_arn == control.execution_arn("sm", name)
+        assert after.upcoming(3) == [due + timedelta(minutes=n) for n in (1, 2, 3)]
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("catchup", ["once", "none"])
+def test_a_missed_window_runs_once_or_not_at_all(database_url: str, catchup: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(
+            engine, "s", "sm", "rate(5 minutes)", catchup=catchup
+        )
+        due = info.next_fire_at
+        assert due is not None
+        # Down for ten fire times, and back two minutes after the last of them.
+        now = due + timedelta(minutes=47)
+        assert await schedules.fire_due(engine, now=now) == 1
+        assert await schedules.fire_due(engine, now=now) == 0
+        latest = due + timedelta(minutes=45)
+        expected = [schedules.execution_name("s", latest)] if catchup == "once" else []
+        assert await _names(engine, "sm") == expected
+        after = await schedules.describe_schedule(engine, "s")
+        assert after.next_fire_at == due + timedelta(minutes=50)
+        # On time again (within MISSED_AFTER): both modes run it.
+        assert await schedules.fire_due(engine, now=after.next_fire_at + timedelta(seconds=5)) == 1
+        assert schedules.execution_name("s", due + timedelta(minutes=50)) in await _names(
+            engine, "sm"
+        )
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_paused_schedules_start_nothing_and_resume_from_now(database_url: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(engine, "s", "sm", "rate(1 minute)")
+        due = info.next_fire_at
+        assert due is not None
+        paused = await schedules.update_schedule(engine, "s", state="DISABLED")
+        assert paused.state == "DISABLED" and paused.upcoming(3) == []
+        assert await schedules.fire_due(engine, now=due + timedelta(hours=1)) == 0
+        resumed = await schedules.update_schedule(engine, "s", state="ENABLED")
+        assert resumed.next_fire_at is not None and resumed.next_fire_at > resumed.updated_at
+        assert await _names(engine, "sm") == []
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_bad_requests_are_refused_with_their_reason(database_url: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+            ({"expression": "cron(0 12 * * * *)"}, control.ValidationException, "'?'"),
+            ({"expression": "rate(5 seconds)"}, control.ValidationException, "STATEWRIGHT_"),
+            ({"timezone": "Mars/Olympus"}, control.ValidationException, "Unknown time zone"),
+            ({"machine": "nope"}, control.StateMachineDoesNotExist, "nope"),
+            ({"name": "a b"}, control.ValidationException, "schedule name"),
+            ({"catchup": "all"}, control.ValidationException, "once or none"),
+        ]
+        for case, error, text in cases:
+            with pytest.raises(error, match=text):
+                await schedules.create_schedule(
+                    engine,
+                    case.get("name", "s"),
+                    case.get("machine", "sm"),
+                    case.get("expression", "rate(1 hour)"),
+                    timezone=case.get("timezone", "UTC"),
+                    catchup=case.get("catchup", "once"),
+                )
+        await schedules.create_schedule(engine, "s", "sm", "rate(1 hour)")
+        with pytest.raises(schedules.ScheduleAlreadyExists):
+            await schedules.create_schedule(engine, "s", "sm", "rate(1 hour)")
+        with pytest.raises(schedules.ScheduleDoesNotExist):
+            await schedules.update_schedule(engine, "t", state="DISABLED")
+        with pytest.raises(schedules.ScheduleDoesNotExist):
+            await schedules.delete_schedule(engine, "t")
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_deleted_state_machine_is_reported_and_the_schedule_moves_on(
+    database_url: str,
+) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(engine, "s", "sm", "rate(1 minute)")
+        await control.delete_state_machine(engine, "sm")
+        assert info.next_fire_at is not None
+        assert await schedules.fire_due(engine, now=info.next_fire_at) == 1
+        after = await schedules.describe_schedule(engine, "s")
+        assert after.last_error is not None and "StateMachineDoesNotExist" in after.last_error
+        assert after.next_fire_at == info.next_fire_at + timedelta(minutes=1)
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_claims_start_each_fire_time_once(database_url: str) -> None:
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        infos = [
+            await schedules.create_schedule(engine, f"s{i}", "sm", "rate(1 minute)")
+            for i in range(6)
+        ]
+        now = max(i.next_fire_at for i in infos if i.next_fire_at is not None)
+        engines = [create_engine(database_url) for _ in range(3)]
+        await asyncio.gather(
+            *(schedules.fire_due(e, now=now, limit=2) for e in engines for _ in range(3)),
+            return_exceptions=True,
+        )
+        while await schedules.fire_due(engine, now=now):
+            pass
+        names = await _names(engine, "sm")
+        assert len(names) == 6 and len(set(names)) == 6
+        for e in engines:
+            await e.dispose()
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------------- a real worker
+
+
+def _worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--database-url", url, "--lanes", "1"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def _wait_started(process: subprocess.Popen[bytes], log: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while log.read_text().count("worker started") < count:
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.05)
+
+
+def test_a_fast_schedule_across_a_sigkilled_worker_misses_and_doubles_nothing(
+    database_url: str, tmp_path: Path, seconds_allowed: None
+) -> None:
+    log = tmp_path / "worker.log"
+
+    async def create() -> schedules.ScheduleInfo:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(
+            engine, "fast", "sm", "rate(1 second)", input_value={"k": "v"}
+        )
+        await engine.dispose()
+        return info
+
+    async def finish() -> tuple[list[control.ExecutionSummary], schedules.ScheduleInfo]:
+        engine = create_engine(database_url)
+        await schedules.update_schedule(engine, "fast", state="DISABLED")
+        found = await control.list_executions(engine, "sm", None, None, 1000)
+        info = await schedules.describe_schedule(engine, "fast")
+        await engine.dispose()
+        return found, info
+
+    first = _worker(database_url, log)
+    _wait_started(first, log, 1)
+    info = asyncio.run(create())
+    time.sleep(4.0)
+    first.send_signal(signal.SIGKILL)  # mid-run: no chance to finish anything
+    first.wait(timeout=10)
+    killed_at = datetime.now(info.anchor_at.tzinfo)
+    time.sleep(2.5)  # a window of missed fire times
+    second = _worker(database_url, log)
+    try:
+        _wait_started(second, log, 2)
+        time.sleep(4.0)
+        executions, after = asyncio.run(finish())
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=15)
+    assert after.last_error is None, log.read_text()
+    # Every execution is a fire time of the schedule, each at most once.
+    anchor = info.anchor_at
+    by_name = {e.name: e for e in executions}
+    assert len(by_name) == len(executions)
+    ticks = sorted(
+        next(
+            n
+            for n in range(1, 60)
+            if schedules.execution_name("fast", anchor + timedelta(seconds=n)) == name
+        )
+        for name in by_name
+    )
+    assert ticks[0] == 1, ticks  # the first fire time was not missed
+    gaps = [(a, b) for a, b in zip(ticks, ticks[1:], strict=False) if b != a + 1]
+    # One window was missed (the worker was dead) and it ran once, for its latest fire
+    # time; every other fire time has its execution.
+    for a, b in gaps:
+        assert anchor + timedelta(seconds=a) <= killed_at + timedelta(seconds=1), (ticks, gaps)
+        assert b - a >= 2
+    assert len(gaps) == 1 and ticks.index(gaps[0][1]) >= 3 and ticks[-1] - gaps[0][1] >= 3, (
+        ticks,
+        log.read_text(),
+    )
+    assert after.last_fire_at == anchor + timedelta(seconds=ticks[-1])
+    assert all(e.input == {"k": "v"} for e in executions)
+    # Started on time: within a second and a half of its fire time (sleeps on a busy machine).
+    late = [
+        (e.name, (e.started_at - (anchor + timedelta(seconds=n))).total_seconds())
+        for n, e in zip(ticks, sorted(executions, key=lambda e: e.started_at), strict=True)
+    ]
+    assert all(-0.01 <= seconds for _, seconds in late), late
