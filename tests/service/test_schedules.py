@@ -4,6 +4,7 @@ process SIGKILLed mid-run and replaced: every fire time starts exactly one execu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -274,7 +275,7 @@ def test_a_fast_schedule_across_a_sigkilled_worker_misses_and_doubles_nothing(
         for name in by_name
     )
     assert ticks[0] == 1, ticks  # the first fire time was not missed
-    gaps = [(a, b) for a, b in zip(ticks, ticks[1:], strict=False) if b != a + 1]
+    gaps = [(a, b) for a, b in itertools.pairwise(ticks) if b != a + 1]
     # One window was missed (the worker was dead) and it ran once, for its latest fire
     # time; every other fire time has its execution.
     for a, b in gaps:
