@@ -39,7 +39,7 @@ JSON = Any
 schedules = ScheduleRow.__table__  # type: ignore[attr-defined]
 # AWS Scheduler's schedule names: 1-64 of letters, digits, '.', '-' and '_'. With the fire
 # time (16 characters) an execution name stays within AWS's 80.
-_NAME = re.compile(r"^[\.\-_A-Za-z0-9]{1,64}$")
+NAME = re.compile(r"^[\.\-_A-Za-z0-9]{1,64}$")
 STATES = ("ENABLED", "DISABLED")
 CATCHUPS = ("once", "none")
 # catchup "none": a fire time later than this is a missed one, and is skipped.
@@ -121,7 +121,7 @@ def check(
 def _check_fields(
     name: str | None, state: str | None, catchup: str | None, input_value: JSON, tags: JSON
 ) -> None:
-    if name is not None and not _NAME.match(name):
+    if name is not None and not NAME.match(name):
         raise control.ValidationException(
             f"Invalid schedule name '{name}': 1-64 letters, digits, '.', '-' or '_'"
         )
