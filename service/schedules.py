@@ -331,8 +331,18 @@ async def fire_due(engine: AsyncEngine, *, now: datetime | None = None, limit: i
 
 
 async def _fire(conn: AsyncConnection, row: Any, at: datetime) -> None:
-    expression = expressions.parse(row.expression, allow_seconds=True)
-    zone = expressions.time_zone(row.timezone)
+    try:
+        expression = expressions.parse(row.expression, allow_seconds=True)
+        zone = expressions.time_zone(row.timezone)
+    except expressions.ScheduleExpressionError as exc:
+        # Stored before a rule got stricter, or a time zone the system no longer knows:
+        # stop this schedule (and say why) rather than fail every claim of the others.
+        await conn.execute(
+            schedules.update()
+            .where(schedules.c.id == row.id)
+            .values(next_fire_at=None, last_error=f"ValidationException: {exc}")
+        )
+        return
     anchor = queries.aware(row.anchor_at)
     due = queries.aware(row.next_fire_at)
     fire_at = expressions.latest_fire(expression, zone, due, at, anchor)

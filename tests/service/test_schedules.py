@@ -10,17 +10,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from service import control, schedules
 from service.db.engine import create_engine
 from service.db.migrate import upgrade
 from tests.postgres import CloneFactory, TemplateFactory
+from tests.service.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 PASS = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
@@ -293,3 +297,69 @@ def test_a_fast_schedule_across_a_sigkilled_worker_misses_and_doubles_nothing(
         for n, e in zip(ticks, sorted(executions, key=lambda e: e.started_at), strict=True)
     ]
     assert all(-0.01 <= seconds for _, seconds in late), late
+
+
+# ---------------------------------------------------------------------------- the REST API
+
+
+def test_the_schedules_api(api_server: Server) -> None:
+    machine = f"sched-{uuid.uuid4().hex[:8]}"
+    name = f"{machine}-s"
+    with httpx.Client(
+        base_url=f"{api_server.base_url}/api/v1", timeout=30, headers=api_server.headers
+    ) as api:
+        assert api.post("/state-machines", json={"name": machine, "definition": PASS})
+        base = {"name": name, "state_machine": machine}
+        for body, status, text in [
+            ({"expression": "cron(0 12 * * * *)"}, 400, "exactly one of day-of-month"),
+            ({"expression": "rate(1 hour)", "timezone": "Mars/Olympus"}, 400, "Unknown time"),
+            ({"expression": "rate(1 hour)", "state_machine": "nope"}, 404, "nope"),
+            ({"expression": "rate(1 hour)", "state": "PAUSED"}, 400, "ENABLED or DISABLED"),
+        ]:
+            answer = api.post("/schedules", json={**base, **body})
+            assert answer.status_code == status and text in answer.json()["message"], answer.text
+        created = api.post(
+            "/schedules",
+            json={
+                **base,
+                "expression": "cron(0 9 ? * MON-FRI *)",
+                "timezone": "Europe/Berlin",
+                "input": {"report": "daily"},
+            },
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["arn"].endswith(f":schedule/default/{name}")
+        again = api.post("/schedules", json={**base, "expression": "rate(1 hour)"})
+        assert again.status_code == 409
+        described = api.get(f"/schedules/{name}", params={"upcoming": 6}).json()
+        times = [datetime.fromisoformat(t) for t in described["next_fire_times"]]
+        assert len(times) == 6 and times == sorted(times)
+        berlin = ZoneInfo("Europe/Berlin")
+        assert all(
+            t.astimezone(berlin).hour == 9 and t.astimezone(berlin).weekday() < 5 for t in times
+        )
+        assert [
+            s["name"] for s in api.get("/schedules", params={"state_machine": machine}).json()
+        ] == [name]
+        paused = api.post(f"/schedules/{name}/pause").json()
+        assert paused["state"] == "DISABLED" and paused["next_fire_times"] == []
+        resumed = api.post(f"/schedules/{name}/resume").json()
+        assert resumed["state"] == "ENABLED" and len(resumed["next_fire_times"]) == 1
+        bad = api.patch(f"/schedules/{name}", json={"expression": "rate(0 minutes)"})
+        assert bad.status_code == 400
+        # The server's own worker lanes fire it (rate in seconds: the tests' dev setting).
+        fast = api.patch(f"/schedules/{name}", json={"expression": "rate(1 second)"})
+        assert fast.status_code == 200, fast.text
+        found = api_server.wait_for(
+            lambda: (
+                api.get(
+                    "/executions", params={"state_machine": machine, "name_prefix": f"{name}-"}
+                ).json()
+                or None
+            ),
+            "an execution started by the schedule",
+        )
+        assert found[0]["input"] == {"report": "daily"}
+        assert api.delete(f"/schedules/{name}").status_code == 204
+        assert api.get(f"/schedules/{name}").status_code == 404
+        assert api.delete(f"/schedules/{name}").status_code == 404
