@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,10 +369,10 @@ def _machine_change(machine: Machine, found: JSON, conflicts: list[str]) -> Chan
                 lineterm="",
             )
         )
-    if found.get("description", "") != machine.description:
-        what.append("description")
-    if found.get("tags", {}) != machine.tags:
-        what.append("tags")
+    for key, value in (("description", machine.description), ("tags", machine.tags)):
+        if _canonical(found.get(key)) != _canonical(value):
+            what.append(key)
+            diff.append(f"{key}: {_canonical(found.get(key))} -> {_canonical(value)}")
     if not what:
         return Change("unchanged", "state machine", machine.name)
     return Change("update", "state machine", machine.name, ", ".join(what), diff, request)
@@ -387,7 +388,7 @@ def _schedule_change(schedule: dict[str, JSON], found: JSON) -> Change:
     if not changed:
         return Change("unchanged", "schedule", name)
     body = {k: fields[k] for k in changed}
-    diff = [f"  {k}: {_canonical(found.get(k))} -> {_canonical(fields[k])}" for k in changed]
+    diff = [f"{k}: {_canonical(found.get(k))} -> {_canonical(fields[k])}" for k in changed]
     return Change(
         "update",
         "schedule",
@@ -424,17 +425,17 @@ def pending(changes: list[Change]) -> bool:
     return any(c.action != "unchanged" for c in changes)
 
 
-def execute(client: Client, changes: list[Change]) -> list[str]:
+def execute(client: Client, changes: list[Change]) -> Iterator[str]:
     """Carry the plan out in its order (state machines before their schedules; deletions of
-    schedules before those of their state machines); one line per change made."""
-    done: list[str] = []
+    schedules before those of their state machines), one line per change as it is made. A
+    failing request stops it there (ApplyError): what was done stays done, and applying
+    again finishes the rest."""
     for change in changes:
         if change.request is None:
             continue
         method, path, body = change.request
         answer = client.request(method, path, body)
         note = ""
-        if method == "PUT" and isinstance(answer, dict):
-            note = f" (version {answer['version']})" if answer.get("published") else ""
-        done.append(f"{change.action}d {change.kind} {change.name}{note}")
-    return done
+        if method == "PUT" and isinstance(answer, dict) and answer.get("published"):
+            note = f" (version {answer['version']})"
+        yield f"{change.action}d {change.kind} {change.name}{note}"
