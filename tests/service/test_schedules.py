@@ -111,6 +111,57 @@ def test_a_missed_window_runs_once_or_not_at_all(database_url: str, catchup: str
     asyncio.run(scenario())
 
 
+def test_a_crash_inside_the_fire_transaction_leaves_nothing_and_the_retry_starts_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = control.start_execution_in
+
+    async def start_then_die(*args: Any) -> Any:
+        await real_start(*args)
+        raise RuntimeError("the worker died after the start, before the commit")
+
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(engine, "s", "sm", "rate(1 minute)")
+        due = info.next_fire_at
+        assert due is not None
+        monkeypatch.setattr(control, "start_execution_in", start_then_die)
+        with pytest.raises(RuntimeError):
+            await schedules.fire_due(engine, now=due)
+        assert await _names(engine, "sm") == []  # the start went with the rollback
+        assert (await schedules.describe_schedule(engine, "s")).next_fire_at == due
+        monkeypatch.setattr(control, "start_execution_in", real_start)
+        assert await schedules.fire_due(engine, now=due) == 1
+        assert await _names(engine, "sm") == [schedules.execution_name("s", due)]
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_fire_time_already_started_is_not_started_again(database_url: str) -> None:
+    # Were a start ever to commit without its advance, the retry's start is AWS's idempotent
+    # one (same name and input: the same execution; once closed: ExecutionAlreadyExists).
+    async def scenario() -> None:
+        engine = create_engine(database_url)
+        await control.create_state_machine(engine, "sm", PASS)
+        info = await schedules.create_schedule(engine, "s", "sm", "rate(1 minute)")
+        due = info.next_fire_at
+        assert due is not None
+        name = schedules.execution_name("s", due)
+        first = await control.start_execution(engine, "sm", {}, name)
+        assert await schedules.fire_due(engine, now=due) == 1
+        assert [e.id for e in await control.list_executions(engine, "sm", None, None, 10)] == [
+            first.id
+        ]
+        after = await schedules.describe_schedule(engine, "s")
+        assert after.last_error is None and after.last_execution_arn == first.arn
+        assert after.next_fire_at == due + timedelta(minutes=1)
+        await engine.dispose()
+
+    asyncio.run(scenario())
+
+
 def test_paused_schedules_start_nothing_and_resume_from_now(database_url: str) -> None:
     async def scenario() -> None:
         engine = create_engine(database_url)
