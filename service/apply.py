@@ -321,7 +321,7 @@ def plan(
             wanted_schedules.add(schedule["name"])
             changes.append(_schedule_change(schedule, server_schedules.get(schedule["name"])))
     for name, found in sorted(server_schedules.items()):
-        if name in wanted_schedules or found["tags"].get(MANAGED_BY) != owner:
+        if name in wanted_schedules or found.get("tags", {}).get(MANAGED_BY) != owner:
             continue
         if found["state_machine"] in wanted or prune:
             changes.append(
@@ -329,7 +329,7 @@ def plan(
             )
     if prune:
         for name, found in sorted(on_server.items()):
-            if name not in wanted and found["tags"].get(MANAGED_BY) == owner:
+            if name not in wanted and found.get("tags", {}).get(MANAGED_BY) == owner:
                 changes.append(
                     Change(
                         "delete",
@@ -351,7 +351,7 @@ def _machine_change(machine: Machine, found: JSON, conflicts: list[str]) -> Chan
     request = ("PUT", f"/state-machines/{machine.name}", body)
     if found is None:
         return Change("create", "state machine", machine.name, machine.type, request=request)
-    if found["type"] != machine.type:
+    if found.get("type", "STANDARD") != machine.type:
         conflicts.append(
             f"{machine.path}: state machine '{machine.name}' is {found['type']} on the server; "
             f"its type cannot change to {machine.type} (delete it first)"
