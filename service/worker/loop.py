@@ -189,6 +189,9 @@ class Worker:
         """Start the executions of due schedules, then sleep until the next fire time (at
         most the polling interval: a schedule made or changed elsewhere is seen by then).
         Every worker runs one; the claim is SKIP LOCKED, so each fire time starts once."""
+        # Out of the way of the decision lanes while the process starts (its connection
+        # would be one more to open first), and out of step with the other workers.
+        await self._sleep(self.stopping, random.uniform(0.5, 1.0) * self.poll_seconds)
         while not self.stopping.is_set():
             seconds: float | None = self.poll_seconds
             try:
