@@ -17,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from service import control, metrics
+from service import control, metrics, schedules
 from service.api import aws, demo, hooks, rest
 from service.auth import Authenticator, AuthError
 from service.db import migrate
@@ -37,6 +37,8 @@ _REST_STATUS = {
     "ExecutionAlreadyExists": 409,
     "TaskTimedOut": 409,
     "ExecutionNotRedrivable": 409,
+    "ScheduleDoesNotExist": 404,
+    "ScheduleAlreadyExists": 409,
 }
 
 
@@ -181,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     control.REGION, control.ACCOUNT = settings.region, settings.account_id
     aws.ACTIVITY_POLL_SECONDS = settings.activity_poll_seconds
+    schedules.ALLOW_SECONDS = settings.schedule_seconds
 
     # A missing or short server key stops the start here, with a message saying what to set.
     sealer = Sealer(settings.secret_key) if settings.auth or settings.secret_key else None

@@ -4,6 +4,10 @@
 task results from an AWS Step Functions Local mock config. Exit codes: 0 the execution
 succeeded, 1 it ended otherwise (FAILED, TIMED_OUT, ...), 2 the command could not run
 (bad definition, unreadable input or mock config).
+
+``statewright plan DIR`` / ``apply DIR`` (service/apply.py): 0 applied or nothing to do, 1
+invalid files, a conflict or a server error (nothing was changed when the files were
+invalid), 2 usage; ``plan --detailed-exitcode`` exits 3 when changes are pending.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from statemachine.validate import Diagnostic, validate
 from statemachine.validate import result as validation_result
 
 EXIT_SUCCEEDED, EXIT_NOT_SUCCEEDED, EXIT_USAGE = 0, 1, 2
+EXIT_CHANGES_PENDING = 3  # plan --detailed-exitcode (2 is taken by usage errors)
 
 
 class UsageError(Exception):
@@ -300,6 +305,8 @@ def _load_samples(url: str | None) -> None:
     async def load() -> None:
         engine = create_engine(url)
         for path in sorted(folder.glob("*.json")):
+            if path.name.endswith(".meta.json"):
+                continue  # a sidecar of `statewright apply`, not a definition
             try:
                 await control.create_state_machine(engine, path.stem, path.read_text())
             except control.StateMachineAlreadyExists:
@@ -442,6 +449,54 @@ def command_purge(args: argparse.Namespace) -> int:
         return EXIT_SUCCEEDED
 
     return asyncio.run(run())
+
+
+def command_plan_apply(args: argparse.Namespace) -> int:
+    """Show (plan) or make (apply) the changes that make the server match a folder."""
+    from service import apply
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"'{args.folder}' is not a folder")
+    api_key = args.api_key or os.environ.get("STATEWRIGHT_API_KEY") or None
+    try:
+        machines = apply.read_folder(folder, args.owner)
+    except apply.ApplyError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        print(f"statewright: {len(exc.lines)} error(s); nothing was changed", file=sys.stderr)
+        return EXIT_NOT_SUCCEEDED
+    client = apply.Client(args.endpoint, api_key)
+    try:
+        changes, conflicts = apply.plan(client, machines, args.owner, args.prune)
+        for line in apply.render(changes):
+            print(line)
+        if conflicts:
+            for line in conflicts:
+                print(line, file=sys.stderr)
+            print("statewright: nothing was changed", file=sys.stderr)
+            return EXIT_NOT_SUCCEEDED
+        if args.command == "plan":
+            if args.detailed_exitcode and apply.pending(changes):
+                return EXIT_CHANGES_PENDING
+            return EXIT_SUCCEEDED
+        if not apply.pending(changes):
+            return EXIT_SUCCEEDED
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError("apply asks for confirmation: run it with --yes")
+            if input("Apply these changes? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("statewright: nothing was changed", file=sys.stderr)
+                return EXIT_NOT_SUCCEEDED
+        for line in apply.execute(client, changes):
+            print(line)
+        return EXIT_SUCCEEDED
+    except apply.ApplyError as exc:
+        for line in exc.lines:
+            print(f"statewright: {line}", file=sys.stderr)
+        return EXIT_NOT_SUCCEEDED
+    finally:
+        client.close()
 
 
 def command_schema(args: argparse.Namespace) -> int:
@@ -665,6 +720,57 @@ def build_parser() -> argparse.ArgumentParser:
         "server-key", help="print a new random server key for STATEWRIGHT_SECRET_KEY"
     )
     keys.set_defaults(handler=command_keys)
+
+    for command, summary in (
+        (
+            "plan",
+            "show what apply would create, change (with a diff) or delete on a server",
+        ),
+        ("apply", "make a server's state machines and schedules match a folder"),
+    ):
+        sub = commands.add_parser(
+            command,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}. The folder holds NAME.asl.json "
+            "(or NAME.json) definitions, each with an optional NAME.meta.json sidecar (name, "
+            "type, description, tags, schedules). Everything is validated before anything "
+            "changes. Exit codes: 0 done or no changes, 1 errors, 2 usage"
+            + (
+                "; with --detailed-exitcode 3 when changes are pending."
+                if command == "plan"
+                else "."
+            ),
+        )
+        sub.add_argument("folder", metavar="DIR", help="the folder of definitions")
+        sub.add_argument(
+            "--endpoint",
+            default=os.environ.get("STATEWRIGHT_ENDPOINT", "http://127.0.0.1:8080"),
+            help="the server (default: $STATEWRIGHT_ENDPOINT, else http://127.0.0.1:8080)",
+        )
+        sub.add_argument(
+            "--api-key", metavar="ID:SECRET", help="an API key (default: $STATEWRIGHT_API_KEY)"
+        )
+        sub.add_argument(
+            "--prune",
+            action="store_true",
+            help="also delete state machines and schedules apply made (tagged "
+            "statewright:managed-by=OWNER) that the folder no longer has",
+        )
+        sub.add_argument(
+            "--owner",
+            default="apply",
+            help="the managed-by tag value: folders applied with different owners do not "
+            "prune each other (default: apply)",
+        )
+        if command == "plan":
+            sub.add_argument(
+                "--detailed-exitcode",
+                action="store_true",
+                help="exit 3 when there are changes to apply (0 when none)",
+            )
+        else:
+            sub.add_argument("--yes", action="store_true", help="apply without asking")
+        sub.set_defaults(handler=command_plan_apply)
 
     schema = commands.add_parser(
         "schema", help="print a JSON Schema of ASL, for editors to validate while typing"

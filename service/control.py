@@ -139,6 +139,8 @@ class StateMachineInfo:
     created_at: datetime
     updated_at: datetime  # when this version was published
     status: str = "ACTIVE"  # DELETING once deleted, while executions still run
+    description: str = ""
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,62 @@ async def update_state_machine(
     return await describe_state_machine(engine, name)
 
 
+def canonical_definition(text: str) -> str:
+    """A definition as canonical JSON (sorted keys, no spaces): two texts of the same
+    definition compare equal however they are laid out."""
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+async def put_state_machine(
+    engine: AsyncEngine,
+    name: str,
+    definition: str | dict[str, JSON],
+    *,
+    kind: str | None = None,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> tuple[StateMachineInfo, bool]:
+    """Make the state machine ``name`` have this definition (creating it if need be),
+    publishing a new version only when the definition differs as JSON (not as text); set
+    its description and tags when given. Returns the state machine and whether a version
+    was published. The type of an existing state machine cannot change (as on AWS)."""
+    check_name(name, "state machine")
+    if description is not None and len(description) > 256:
+        raise ValidationException("The description must have at most 256 characters")
+    if tags is not None and not all(
+        isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 128 and len(v) <= 256
+        for k, v in tags.items()
+    ):
+        raise ValidationException("Tags must map keys of 1-128 to values of 0-256 characters")
+    text = _definition_text(definition)
+    try:
+        before = await describe_state_machine(engine, name)
+    except StateMachineDoesNotExist:
+        before = None
+    published = True
+    if before is None or before.status == "DELETING":
+        await create_state_machine(engine, name, text, kind=kind or "STANDARD")
+    elif kind is not None and kind != before.type:
+        raise ValidationException(
+            f"State machine '{name}' is {before.type}; its type cannot change to {kind} "
+            "(delete it and create it again)"
+        )
+    elif canonical_definition(before.definition) != canonical_definition(text):
+        await update_state_machine(engine, name, text)
+    else:
+        published = False
+    values: dict[str, str] = {}
+    if description is not None:
+        values["description"] = description
+    if tags is not None:
+        values["tags"] = json.dumps(tags, sort_keys=True)
+    if values:
+        sm = queries.state_machines
+        async with engine.begin() as conn:
+            await conn.execute(sm.update().where(sm.c.name == name).values(**values))
+    return await describe_state_machine(engine, name), published
+
+
 def _info(row: Any, version: Any) -> StateMachineInfo:
     return StateMachineInfo(
         status="DELETING" if row.deleted_at is not None else "ACTIVE",
@@ -332,6 +390,8 @@ def _info(row: Any, version: Any) -> StateMachineInfo:
         type=row.type,
         created_at=queries.aware(row.created_at),
         updated_at=queries.aware(version.created_at),
+        description=row.description,
+        tags=json.loads(row.tags),
     )
 
 
@@ -631,6 +691,18 @@ async def start_execution(
     if isinstance(outcome, ExecutionSummary):
         return outcome
     return await describe_execution(engine, outcome)
+
+
+async def start_execution_in(
+    conn: AsyncConnection, state_machine: str, input_value: JSON, name: str
+) -> ExecutionSummary | str | ServiceError:
+    """Start an execution in the caller's transaction (schedules: the start and the schedule's
+    advance commit together). Returns the summary, the id of the running execution of the
+    same name and input (AWS's idempotent start), or the error, like the batched starts."""
+    check_name(name, "execution")
+    execution_id = str(uuid.uuid4())
+    request = _Start(execution_id, state_machine, name, input_value, None, None, None)
+    return (await _start_all_in(conn, [request]))[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,5 +79,7 @@ class Settings(BaseSettings):
     kubernetes_ttl_seconds: int = 86400
     # An image that cannot be pulled for this long fails the task (Container.ImageNotFound).
     kubernetes_image_pull_seconds: float = 120.0
+    # Schedules may use rate(N seconds) (development and tests; AWS's minimum is a minute).
+    schedule_seconds: bool = False
     # The /demo endpoints the sample workflows call (statewright dev turns them on).
     demo: bool = False

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import connections, control
+from service import connections, control, schedules
 from service.auth import Authenticator
 from service.sealing import Sealer
 
@@ -63,6 +63,25 @@ class StateMachinePublic(BaseModel):
     definition: dict[str, JSON]
     created_at: datetime
     status: str = "ACTIVE"  # DELETING: deleted, with executions still running
+    type: str = "STANDARD"
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class StateMachinePut(BaseModel):
+    """The state machine as it should be: a new version only when the definition differs as
+    JSON; description and tags replaced when given (absent: unchanged)."""
+
+    definition: dict[str, JSON] | str
+    type: str | None = None  # STANDARD or EXPRESS; an existing one's cannot change
+    description: str | None = Field(default=None, max_length=256)
+    tags: dict[str, str] | None = None
+
+
+class StateMachinePutResult(StateMachinePublic):
+    """The state machine after a PUT, and whether it published a new version."""
+
+    published: bool
 
 
 class ExecutionCreate(BaseModel):
@@ -111,6 +130,9 @@ def _sm(info: control.StateMachineInfo) -> StateMachinePublic:
         definition=json.loads(info.definition),
         created_at=info.created_at,
         status=info.status,
+        type=info.type,
+        description=info.description,
+        tags=info.tags,
     )
 
 
@@ -140,6 +162,22 @@ async def upload(engine: EngineDep, body: StateMachineCreate) -> StateMachinePub
     except control.StateMachineAlreadyExists:
         info = await control.update_state_machine(engine, body.name, body.definition)
     return _sm(info)
+
+
+@router.put("/state-machines/{name}")
+async def put_state_machine(
+    engine: EngineDep, name: str, body: StateMachinePut
+) -> StateMachinePutResult:
+    """Create or update a state machine idempotently (what `statewright apply` uses)."""
+    info, published = await control.put_state_machine(
+        engine,
+        name,
+        body.definition,
+        kind=body.type,
+        description=body.description,
+        tags=body.tags,
+    )
+    return StateMachinePutResult(**_sm(info).model_dump(), published=published)
 
 
 @router.get("/state-machines")
@@ -315,3 +353,137 @@ async def describe_connection(engine: EngineDep, name: str) -> ConnectionPublic:
 async def delete_connection(engine: EngineDep, name: str) -> None:
     """Delete a connection; tasks that name it fail with Events.ConnectionResource.NotFound."""
     await connections.delete_connection(engine, name)
+
+
+# ---------------------------------------------------------------------------- schedules
+
+
+class ScheduleCreate(BaseModel):
+    """A schedule: start ``state_machine`` with ``input`` at each fire time of ``expression``
+    (rate(5 minutes), cron(0 12 * * ? *), at(2030-01-01T09:00:00)) in ``timezone``."""
+
+    name: str = Field(min_length=1, max_length=64)
+    state_machine: str = Field(min_length=1, max_length=80)
+    expression: str = Field(min_length=1, max_length=256)
+    timezone: str = Field(default="UTC", max_length=64)
+    input: JSON = None
+    state: str = "ENABLED"
+    catchup: str = "once"  # after a missed window: once (start one execution) or none
+    description: str = Field(default="", max_length=512)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ScheduleUpdate(BaseModel):
+    """Change a schedule: what is given (absent or null: unchanged)."""
+
+    state_machine: str | None = Field(default=None, min_length=1, max_length=80)
+    expression: str | None = Field(default=None, min_length=1, max_length=256)
+    timezone: str | None = Field(default=None, max_length=64)
+    input: JSON = None
+    state: str | None = None
+    catchup: str | None = None
+    description: str | None = Field(default=None, max_length=512)
+    tags: dict[str, str] | None = None
+
+
+class SchedulePublic(BaseModel):
+    """A schedule, its next fire times, and what its last fire did."""
+
+    name: str
+    arn: str
+    state_machine: str
+    expression: str
+    timezone: str
+    input: JSON
+    state: str
+    catchup: str
+    description: str
+    tags: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    next_fire_times: list[datetime]
+    last_fire_at: datetime | None
+    last_execution_arn: str | None
+    last_error: str | None
+
+
+def _schedule(info: schedules.ScheduleInfo, upcoming: int = 1) -> SchedulePublic:
+    return SchedulePublic(
+        **{
+            field: getattr(info, field)
+            for field in SchedulePublic.model_fields
+            if field != "next_fire_times"
+        },
+        next_fire_times=info.upcoming(upcoming),
+    )
+
+
+@router.post("/schedules", status_code=201)
+async def create_schedule(engine: EngineDep, body: ScheduleCreate) -> SchedulePublic:
+    """Create a schedule (400 for a bad expression or time zone, 404 for an unknown state
+    machine, 409 for a taken name)."""
+    info = await schedules.create_schedule(
+        engine,
+        body.name,
+        body.state_machine,
+        body.expression,
+        timezone=body.timezone,
+        input_value=body.input,
+        state=body.state,
+        catchup=body.catchup,
+        description=body.description,
+        tags=body.tags,
+    )
+    return _schedule(info)
+
+
+@router.get("/schedules")
+async def list_schedules(
+    engine: EngineDep, state_machine: str | None = None
+) -> list[SchedulePublic]:
+    """Every schedule (of a state machine), by name, with its next fire time."""
+    return [_schedule(info) for info in await schedules.list_schedules(engine, state_machine)]
+
+
+@router.get("/schedules/{name}")
+async def describe_schedule(
+    engine: EngineDep, name: str, upcoming: Annotated[int, Query(ge=0, le=100)] = 5
+) -> SchedulePublic:
+    """One schedule with its next ``upcoming`` fire times."""
+    return _schedule(await schedules.describe_schedule(engine, name), upcoming)
+
+
+@router.patch("/schedules/{name}")
+async def update_schedule(engine: EngineDep, name: str, body: ScheduleUpdate) -> SchedulePublic:
+    """Change a schedule; a new expression or time zone counts from now."""
+    info = await schedules.update_schedule(
+        engine,
+        name,
+        state_machine=body.state_machine,
+        expression=body.expression,
+        timezone=body.timezone,
+        input_value=body.input,
+        state=body.state,
+        catchup=body.catchup,
+        description=body.description,
+        tags=body.tags,
+    )
+    return _schedule(info)
+
+
+@router.post("/schedules/{name}/pause")
+async def pause_schedule(engine: EngineDep, name: str) -> SchedulePublic:
+    """Stop starting executions (state DISABLED) until resumed."""
+    return _schedule(await schedules.update_schedule(engine, name, state="DISABLED"))
+
+
+@router.post("/schedules/{name}/resume")
+async def resume_schedule(engine: EngineDep, name: str) -> SchedulePublic:
+    """Start executions again from the next fire time after now (state ENABLED)."""
+    return _schedule(await schedules.update_schedule(engine, name, state="ENABLED"))
+
+
+@router.delete("/schedules/{name}", status_code=204)
+async def delete_schedule(engine: EngineDep, name: str) -> None:
+    """Delete a schedule; the executions it started go on."""
+    await schedules.delete_schedule(engine, name)

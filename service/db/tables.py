@@ -15,7 +15,9 @@
   one never touches the execution's row, so it never waits for a decision in progress;
 * ``timers``: durable timers (Wait, Retry back-off, task timeouts and heartbeats, execution
   timeout); a due timer becomes a TimerFired in the next decision;
-* ``outbox``: tasks for runners (ScheduleTask commands), with their task token.
+* ``outbox``: tasks for runners (ScheduleTask commands), with their task token;
+* ``schedules``: cron/rate/at expressions that start executions; ``next_fire_at`` is the
+  next due start, claimed and advanced in the transaction that starts it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ class StateMachineRow(SQLModel, table=True):
     # creating the name again brings the row back with a new version.
     deleted_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    description: str = Field(
+        default="", sa_column=sa.Column(sa.String(256), nullable=False, server_default="")
+    )
+    # JSON object of string tags (AWS TagResource); `statewright apply` marks what it owns.
+    tags: str = Field(
+        default="{}", sa_column=sa.Column(sa.Text, nullable=False, server_default="{}")
     )
 
 
@@ -283,3 +292,35 @@ class WebhookDeliveryRow(SQLModel, table=True):
     claim_expires_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
+
+
+class ScheduleRow(SQLModel, table=True):
+    """A schedule: starts an execution of a state machine with a fixed input at each fire
+    time of ``expression`` (service/schedule_expressions.py) in ``timezone``."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (sa.Index("ix_schedules_state_next_fire_at", "state", "next_fire_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    state_machine: str = Field(max_length=80, index=True)  # by name, as a target ARN names it
+    expression: str = Field(max_length=256)
+    timezone: str = Field(max_length=64)
+    input: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON text
+    state: str = Field(max_length=16)  # ENABLED, DISABLED
+    catchup: str = Field(max_length=16)  # once, none: after a missed window
+    description: str = Field(default="", max_length=512)
+    tags: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # JSON object
+    # Rate ticks count from here: when the schedule was created or its expression changed.
+    anchor_at: datetime = Field(sa_column=_now_column())
+    # None: no fire time is left (an at() that fired, or a cron past its last year).
+    next_fire_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    last_fire_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    last_execution_arn: str | None = Field(default=None, max_length=512)
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = Field(sa_column=_now_column())
+    updated_at: datetime = Field(sa_column=_now_column())

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import logs, metrics, tracing, webhooks
+from service import logs, metrics, schedules, tracing, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
 from service.runners.container import ContainerBackend, ContainerRunner
@@ -133,6 +133,7 @@ class Worker:
             if self.mock_runner is not None:
                 lanes.append(self._mock_lane())
             lanes.append(self._retention_lane())
+            lanes.append(self._schedule_lane())
             lanes.append(self._http_lane())
             lanes.append(self._webhook_lane())
             lanes.append(self._container_lane())
@@ -265,6 +266,25 @@ class Worker:
             except Exception as exc:
                 log.warning("retention sweep: %s", exc)
             await self._sleep(self.stopping, pause)
+
+    async def _schedule_lane(self) -> None:
+        """Start the executions of due schedules, then sleep until the next fire time (at
+        most the polling interval: a schedule made or changed elsewhere is seen by then).
+        Every worker runs one; the claim is SKIP LOCKED, so each fire time starts once."""
+        # Out of the way of the decision lanes while the process starts (its connection
+        # would be one more to open first), and out of step with the other workers.
+        await self._sleep(self.stopping, random.uniform(0.5, 1.0) * self.poll_seconds)
+        while not self.stopping.is_set():
+            seconds: float | None = self.poll_seconds
+            try:
+                if await schedules.fire_due(self.engine):
+                    continue
+                async with self.engine.connect() as conn:
+                    seconds = await schedules.seconds_to_next_fire(conn)
+            except Exception as exc:
+                log.warning("schedules: %s", exc)
+            timeout = self.poll_seconds if seconds is None else min(seconds, self.poll_seconds)
+            await self._sleep(self.stopping, timeout)
 
     def _wake_all(self) -> None:
         for wake in self._lane_wakes:

@@ -113,6 +113,7 @@ def _child_env() -> dict[str, str]:
     env["STATEWRIGHT_HTTP_ALLOW"] = "127.0.0.1"
     env["STATEWRIGHT_HTTP_TIMEOUT_SECONDS"] = "1.5"
     env["STATEWRIGHT_HTTP_PER_HOST"] = "4"  # test_http_tasks checks the limit holds
+    env["STATEWRIGHT_SCHEDULE_SECONDS"] = "true"  # rate(1 second) schedules in tests
     return env
 
 
