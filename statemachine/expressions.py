@@ -29,7 +29,7 @@ QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
 MAX_RANGE = 1000  # like States.ArrayRange; a larger $range is an error, never cut silently
 # $pad builds its whole result in one evaluation step, where the step budget cannot stop it:
 # wider than a payload may be is an error, not a gigabyte string ($pad('x', 1e9)).
-MAX_PAD = 262_144
+MAX_PAD = 1_048_576  # four payloads: the payload limits then say what is too large
 _SIGNATURES = {"pad": "<s-ns?:s>"}  # JSONata's own signatures of the built-ins replaced here
 # The budget of one expression's evaluation, so one definition cannot stall a worker: counted
 # in evaluation steps (not seconds, which would make replays depend on the machine's speed),

@@ -1004,7 +1004,7 @@ def test_runaway_expression_fails_the_state_within_its_budget(
         (
             "$pad('x', 1e9)",
             None,
-            "$pad: the width must be at most 262144 characters, not 1000000000",
+            "$pad: the width must be at most 1048576 characters, not 1000000000",
         ),
         ("$pad(1, 5)", None, "T0410: Argument 1 of Object pad does not match Object signature"),
     ],
