@@ -12,7 +12,7 @@ import json
 import secrets
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 import sqlalchemy as sa
@@ -860,6 +860,73 @@ async def _finish_many_postgres(conn: AsyncConnection, decisions: Sequence[Decis
         },
     )
     return [row[0] for row in result]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """An outbox task a runner took (claim_tasks), with its Parameters read."""
+
+    outbox_id: int
+    execution_id: str
+    task_id: int
+    resource: str
+    parameters: JSON
+    idempotency_key: str
+    new: bool  # it was PENDING: no runner took this attempt before
+
+
+async def claim_tasks(
+    conn: AsyncConnection, resources: Sequence[str], worker_id: str, lease: float, limit: int
+) -> list[ClaimedTask]:
+    """Take up to ``limit`` tasks of ``resources`` for a runner: pending ones, and running ones
+    whose lease ran out (their runner died), marked RUNNING with a lease of ``lease`` seconds;
+    TaskStarted is queued for those no runner took before. Executions run with a mock config
+    test case are left to it. The Parameters are read here: a task in flight holds no
+    connection."""
+    o, e = outbox, executions
+    at = await now(conn)
+    due = sa.or_(
+        o.c.status == "PENDING",
+        sa.and_(o.c.status == "RUNNING", o.c.claim_expires_at < at),
+    )
+    query = (
+        sa.select(
+            o.c.id,
+            o.c.execution_id,
+            o.c.task_id,
+            o.c.resource,
+            o.c.parameters_ref,
+            o.c.idempotency_key,
+            o.c.status,
+        )
+        .join(e, e.c.id == o.c.execution_id)
+        .where(o.c.resource.in_(resources), due, e.c.test_case.is_(None))
+        .order_by(o.c.id)
+        .limit(limit)
+    )
+    if is_postgres(conn):
+        query = query.with_for_update(of=o, skip_locked=True)
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return []
+    await conn.execute(
+        o.update()
+        .where(o.c.id.in_([row[0] for row in rows]))
+        .values(
+            status="RUNNING",
+            claimed_by=worker_id,
+            claim_expires_at=at + timedelta(seconds=lease),
+        )
+    )
+    await enqueue_many(
+        conn,
+        [(row[1], "task_started", {"task_id": row[2]}) for row in rows if row[6] == "PENDING"],
+        at,
+    )
+    values = await load_payloads(conn, [row[4] for row in rows])
+    return [
+        ClaimedTask(r[0], r[1], r[2], r[3], values[r[4]], r[5], r[6] == "PENDING") for r in rows
+    ]
 
 
 class StaleVersion(Exception):

@@ -47,7 +47,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import connections, logs, metrics, tracing
@@ -477,55 +476,12 @@ class HttpRunner:
             await self.clients.aclose()
 
     async def _claim(self, limit: int) -> Sequence[tuple[int, str, int, str, JSON, str]]:
-        o, e = queries.outbox, queries.executions
         async with self.engine.begin() as conn:
-            at = await queries.now(conn)
-            due = sa.or_(
-                o.c.status == "PENDING",
-                sa.and_(o.c.status == "RUNNING", o.c.claim_expires_at < at),
-            )
-            query = (
-                sa.select(
-                    o.c.id,
-                    o.c.execution_id,
-                    o.c.task_id,
-                    o.c.resource,
-                    o.c.parameters_ref,
-                    o.c.idempotency_key,
-                    o.c.status,
-                )
-                .join(e, e.c.id == o.c.execution_id)
-                # Executions run with a mock config test case get their answers from it.
-                .where(o.c.resource.in_(RESOURCES), due, e.c.test_case.is_(None))
-                .order_by(o.c.id)
-                .limit(limit)
-            )
-            if queries.is_postgres(conn):
-                query = query.with_for_update(of=o, skip_locked=True)
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return []
-            await conn.execute(
-                o.update()
-                .where(o.c.id.in_([row[0] for row in rows]))
-                .values(
-                    status="RUNNING",
-                    claimed_by=self.worker_id,
-                    claim_expires_at=at + timedelta(seconds=self.lease),
-                )
-            )
-            await queries.enqueue_many(
-                conn,
-                [
-                    (row[1], "task_started", {"task_id": row[2]})
-                    for row in rows
-                    if row[6] == "PENDING"  # a re-run after a lost lease started already
-                ],
-                at,
-            )
-            # The Parameters, read here: a request in flight then holds no connection.
-            values = await queries.load_payloads(conn, [row[4] for row in rows])
-        return [(row[0], row[1], row[2], row[3], values[row[4]], row[5]) for row in rows]
+            taken = await queries.claim_tasks(conn, RESOURCES, self.worker_id, self.lease, limit)
+        return [
+            (t.outbox_id, t.execution_id, t.task_id, t.resource, t.parameters, t.idempotency_key)
+            for t in taken
+        ]
 
     async def _run(
         self,
