@@ -82,7 +82,9 @@ def test_boto3_with_the_right_key_is_served(sqlite_api_server: Server) -> None:
 def test_boto3_with_a_wrong_secret_is_refused(sqlite_api_server: Server) -> None:
     server = sqlite_api_server
     with pytest.raises(ClientError) as excinfo:
-        _sfn(server, server.key_id, server.secret[:-1] + "x").list_state_machines()
+        # One character changed (a fixed replacement would be no change if it were already so).
+        wrong = server.secret[:-1] + ("x" if server.secret[-1] != "x" else "y")
+        _sfn(server, server.key_id, wrong).list_state_machines()
     code, status, message = _error(excinfo)
     assert (code, status) == ("InvalidSignatureException", 403)
     assert "signature we calculated does not match" in message

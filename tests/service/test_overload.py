@@ -6,6 +6,7 @@ execution is lost or made twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import boto3
 import httpx
 import pytest
@@ -33,6 +35,45 @@ def server(postgres_database: str, tmp_path: Path) -> Iterator[Server]:
         postgres_database, tmp_path / "server.log", backend="postgres", env=LIMITS
     ) as running:
         yield running
+
+
+@contextlib.contextmanager
+def starts_held(database_url: str) -> Iterator[None]:
+    """While inside, no execution can be inserted: a SHARE lock on the executions table,
+    held by a connection of the test's own, makes every start wait in the server's queue, so
+    a burst overfills it however fast this machine is. Workers' claims (FOR UPDATE) still run."""
+    locked = threading.Event()
+    release = threading.Event()
+    failure: list[BaseException] = []
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""), timeout=30)
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE executions IN SHARE MODE")
+                locked.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # surfaced below, not lost in the thread
+            failure.append(exc)
+            locked.set()
+
+    holder = threading.Thread(target=run, daemon=True)
+    holder.start()
+    assert locked.wait(30), "the lock was not taken within 30 s"
+    if failure:
+        raise failure[0]
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(30)
 
 
 def _rss_kib(pid: int) -> int:
@@ -133,7 +174,13 @@ def test_boto3_gets_throttling_exception_and_its_retries_get_through(server: Ser
         for thread in threads:
             thread.join(timeout=120)
 
-    burst(sfn(1), "once", 120)  # no retries: some are refused, with AWS's error code
+    # No retries: while starts are held, the queue fills and the rest are refused at once.
+    with starts_held(server.database_url):
+        once = threading.Thread(target=burst, args=(sfn(1), "once", 120))
+        once.start()
+        wait_for(lambda: outcomes["ThrottlingException"] > 0, 60, "a ThrottlingException")
+    once.join(120)
+    assert sum(outcomes.values()) == 120, outcomes
     assert set(outcomes) <= {"started", "ThrottlingException"}, outcomes
     assert outcomes["ThrottlingException"] > 0, outcomes
     outcomes.clear()
