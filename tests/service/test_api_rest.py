@@ -386,6 +386,10 @@ def test_callback_success_heartbeat_and_late_answer(api_server: Server, api: htt
     with keyless:
         beat = keyless.post(f"/callbacks/{token}/heartbeat")
         assert beat.status_code == 202, beat.text
+        # The index finds candidates by the first 16 characters; the rest must match too.
+        forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+        refused = keyless.post(f"/callbacks/{forged}/success", json={"forged": True})
+        assert_error(refused, 404, "TaskDoesNotExist")
         ok = keyless.post(f"/callbacks/{token}/success", json={"done": True, "n": [1, 2]})
     assert ok.status_code == 202, ok.text
     assert ok.json() == {"status": "accepted"}
