@@ -1,0 +1,438 @@
+"""The viewer's read API (service/api/views.py) over HTTP against the real server on both
+backends, the read models (service/readmodel.py) on histories from run_local, the JSON
+position finder, and the performance of lists and large histories on Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from service.positions import locate
+from service.readmodel import HistoryFold, state_at
+from statemachine import TaskError, TaskRequest, parse, run_local
+from tests.service.server import Server
+
+JSON = Any
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+PASS = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+WAIT = {"StartAt": "Hold", "States": {"Hold": {"Type": "Wait", "Seconds": 600, "End": True}}}
+SHORT_WAIT = {
+    "StartAt": "First",
+    "States": {
+        "First": {"Type": "Pass", "Next": "Pause"},
+        "Pause": {"Type": "Wait", "Seconds": 1, "Next": "Last"},
+        "Last": {"Type": "Pass", "End": True},
+    },
+}
+FAIL = {"StartAt": "Boom", "States": {"Boom": {"Type": "Fail", "Error": "Custom.Boom"}}}
+CALLBACK = {
+    "StartAt": "Callback",
+    "States": {
+        "Callback": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"MessageBody": {"token.$": "$$.Task.Token"}},
+            "End": True,
+        }
+    },
+}
+# A Parallel (one branch fails, retried once, then caught), a Map with a tolerated failing
+# iteration, and variables at the top level and inside the iterations.
+GROUPS = {
+    "StartAt": "Setup",
+    "States": {
+        "Setup": {"Type": "Pass", "Assign": {"where": "top"}, "Next": "Par"},
+        "Par": {
+            "Type": "Parallel",
+            "Branches": [
+                {"StartAt": "Fine", "States": {"Fine": {"Type": "Pass", "End": True}}},
+                {"StartAt": "Bad", "States": {"Bad": {"Type": "Fail", "Error": "Custom.Bad"}}},
+            ],
+            "Retry": [{"ErrorEquals": ["Custom.Bad"], "MaxAttempts": 1, "IntervalSeconds": 1}],
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Each", "ResultPath": "$.error"}],
+            "Next": "Each",
+        },
+        "Each": {
+            "Type": "Map",
+            "ItemsPath": "$.items",
+            "ToleratedFailureCount": 5,
+            "ItemProcessor": {
+                "StartAt": "Check",
+                "States": {
+                    "Check": {
+                        "Type": "Choice",
+                        "Choices": [{"Variable": "$", "NumericEquals": 2, "Next": "No"}],
+                        "Default": "Yes",
+                    },
+                    "Yes": {"Type": "Pass", "Assign": {"inner.$": "$"}, "End": True},
+                    "No": {"Type": "Fail", "Error": "Custom.Two"},
+                },
+            },
+            "Next": "Done",
+        },
+        "Done": {"Type": "Succeed"},
+    },
+}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds:.0f} s: {what}")
+
+
+@pytest.fixture
+def api(api_server: Server) -> Iterator[httpx.Client]:
+    api_server.check_alive()
+    with httpx.Client(
+        base_url=f"{api_server.base_url}/api/v1", timeout=60, headers=api_server.headers
+    ) as client:
+        yield client
+
+
+def upload(api: httpx.Client, definition: JSON, name: str | None = None) -> str:
+    name = name or unique("view")
+    answer = api.post("/state-machines", json={"name": name, "definition": definition})
+    assert answer.status_code == 201, answer.text
+    return name
+
+
+def start(api: httpx.Client, machine: str, data: JSON = None, name: str | None = None) -> str:
+    body: dict[str, JSON] = {"input": data if data is not None else {}}
+    if name is not None:
+        body["name"] = name
+    answer = api.post(f"/state-machines/{machine}/executions", json=body)
+    assert answer.status_code == 201, answer.text
+    execution_id: str = answer.json()["id"]
+    return execution_id
+
+
+def settled(api: httpx.Client, execution_id: str, status: str | None = None) -> JSON:
+    def probe() -> JSON:
+        found = api.get(f"/executions/{execution_id}").json()
+        done = found["status"] in TERMINAL if status is None else found["status"] == status
+        return found if done else None
+
+    return wait_for(probe, 60, f"execution {execution_id} {status or 'closed'}")
+
+
+def error_code(answer: httpx.Response, status: int) -> str:
+    assert answer.status_code == status, answer.text
+    code: str = answer.json()["code"]
+    return code
+
+
+# ---------------------------------------------------------------------------- state machines
+
+
+def test_summary_counts_executions_by_status(api: httpx.Client) -> None:
+    machine = upload(api, PASS)
+    holding = upload(api, WAIT)
+    for _ in range(3):
+        settled(api, start(api, machine), "SUCCEEDED")
+    start(api, holding)
+    summary = {m["name"]: m for m in api.get("/state-machines/summary").json()}
+    counts = summary[machine]["counts"]
+    assert counts == {
+        "RUNNING": 0,
+        "SUCCEEDED": 3,
+        "FAILED": 0,
+        "TIMED_OUT": 0,
+        "ABORTED": 0,
+        "PENDING_REDRIVE": 0,
+    }
+    assert summary[holding]["counts"]["RUNNING"] == 1
+    assert summary[machine]["version"] == 1
+    assert summary[machine]["status"] == "ACTIVE"
+    assert summary[machine]["arn"].endswith(f":stateMachine:{machine}")
+
+
+def test_versions_newest_first_and_one_by_number(api: httpx.Client) -> None:
+    machine = upload(api, PASS)
+    second = {"StartAt": "Q", "States": {"Q": {"Type": "Pass", "End": True}}}
+    upload(api, second, machine)
+    versions = api.get(f"/state-machines/{machine}/versions").json()
+    assert [v["version"] for v in versions] == [2, 1]
+    assert versions[0]["definition"] == second
+    one = api.get(f"/state-machines/{machine}/versions/1").json()
+    assert one["definition"] == PASS and one["version"] == 1
+    datetime.fromisoformat(one["created_at"])
+    assert error_code(api.get(f"/state-machines/{machine}/versions/9"), 404) == "ResourceNotFound"
+    assert api.get(f"/state-machines/{machine}/versions/0").status_code == 422
+    missing = api.get(f"/state-machines/{unique('none')}/versions")
+    assert error_code(missing, 404) == "StateMachineDoesNotExist"
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def test_validate_places_diagnostics_in_the_text(api: httpx.Client) -> None:
+    text = (
+        '{\n  "StartAt": "A",\n  "States": {\n    "A": {"Type": "Pass", "Next": "Nowhere"}\n  }\n}'
+    )
+    answer = api.post("/validate", json={"definition": text})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["result"] == "FAIL"
+    placed = {d["location"]: (d["code"], d["line"], d["column"]) for d in body["diagnostics"]}
+    assert placed["/States/A/Next"] == ("MISSING_TRANSITION_TARGET", 4, 27)  # the "Next" key
+    assert placed["/States"] == ("MISSING_END_STATE", 3, 3)
+
+    broken = api.post("/validate", json={"definition": '{"StartAt": "A",\n  "States": {'}).json()
+    assert broken["diagnostics"][0]["code"] == "INVALID_JSON_DESCRIPTION"
+    assert broken["diagnostics"][0]["line"] == 2
+
+    fine = api.post("/validate", json={"definition": json.dumps(PASS)}).json()
+    assert fine == {"result": "OK", "diagnostics": []}
+    assert api.post("/validate", json={"definition": {"StartAt": "A"}}).status_code == 422
+
+
+def test_locate_pointers() -> None:
+    text = '{"a": [1, {"b~c": 2, "d/e": [3]}], "f": {}}'
+    found = locate(text, ["/", "/a/1/b~0c", "/a/1/d~1e/0", "/a/7", "/f/x", "nope"])
+    assert found == {
+        "/": (1, 1),
+        "/a/1/b~0c": (1, 12),
+        "/a/1/d~1e/0": (1, 30),
+        "/a/7": None,
+        "/f/x": None,
+        "nope": None,
+    }
+    assert locate("{not json", ["/a"]) == {"/a": None}
+
+
+# ---------------------------------------------------------------------------- executions
+
+
+def listed(api: httpx.Client, **params: JSON) -> list[str]:
+    answer = api.get("/executions", params=params)
+    assert answer.status_code == 200, answer.text
+    return [e["id"] for e in answer.json()]
+
+
+def test_list_pages_with_a_cursor_newest_first(api: httpx.Client) -> None:
+    machine = upload(api, PASS)
+    ids = [start(api, machine, {"n": i}) for i in range(7)]
+    everything = listed(api, state_machine=machine)
+    assert sorted(everything) == sorted(ids)
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        params: dict[str, JSON] = {"state_machine": machine, "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        answer = api.get("/executions", params=params)
+        assert answer.status_code == 200, answer.text
+        pages.append([e["id"] for e in answer.json()])
+        cursor = answer.headers.get("Next-Cursor")
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [i for page in pages for i in page] == everything
+    starts = [
+        e["started_at"] for e in api.get("/executions", params={"state_machine": machine}).json()
+    ]
+    assert starts == sorted(starts, reverse=True)
+    counted = api.get("/executions/count", params={"state_machine": machine}).json()
+    assert counted == {"count": 7, "capped": False}
+
+
+def test_list_refuses_bad_input(api: httpx.Client) -> None:
+    machine = upload(api, PASS)
+    for cursor in ("nonsense", "W10", "WyJ4IiwgMV0"):
+        answer = api.get("/executions", params={"cursor": cursor})
+        assert error_code(answer, 400) == "InvalidToken", cursor
+    answer = api.get("/executions", params={"started_after": "yesterday"})
+    assert error_code(answer, 400) == "ValidationException"
+    answer = api.get("/executions/count", params={"started_before": "2026-13-01"})
+    assert error_code(answer, 400) == "ValidationException"
+    assert (
+        error_code(api.get("/executions", params={"status": "DONE"}), 400) == "ValidationException"
+    )
+    for limit in (0, 1001, "x"):
+        assert api.get("/executions", params={"limit": limit}).status_code == 422
+    assert api.get("/executions", params={"redrive_count": -1}).status_code == 422
+    assert api.get("/executions", params={"stuck_seconds": "soon"}).status_code == 422
+    answer = api.get("/executions", params={"state_machine": unique("none")})
+    assert error_code(answer, 404) == "StateMachineDoesNotExist"
+    assert listed(api, state_machine=machine, q="x" * 256) == []
+    assert api.get("/executions", params={"q": "x" * 257}).status_code == 422
+
+
+def test_list_filters(api: httpx.Client) -> None:
+    machine = upload(api, PASS)
+    tag = uuid.uuid4().hex[:8]
+    small = start(api, machine, {"note": f"Hello-{tag}-World"}, name=f"a_{tag}-1")
+    # Over 1 KiB: stored once in the payloads table, searched there.
+    large = start(api, machine, {"blob": "z" * 2000 + f"NEEDLE{tag}"}, name=f"b_{tag}-2")
+    other = start(api, machine, {"note": "nothing"}, name=f"a{tag}-3")
+    for execution in (small, large, other):
+        settled(api, execution, "SUCCEEDED")
+
+    assert listed(api, q=f"hello-{tag}-WORLD") == [small]  # any case, input or output
+    assert listed(api, q=f"needle{tag}") == [large]
+    assert listed(api, state_machine=machine, q="%") == []  # a literal, not a wildcard
+    assert listed(api, name_prefix=f"a_{tag}") == [small]  # "_" is literal too
+    assert api.get("/executions/count", params={"q": f"NEEDLE{tag}"}).json()["count"] == 1
+
+    started = [
+        datetime.fromisoformat(api.get(f"/executions/{i}").json()["started_at"])
+        for i in (small, large, other)
+    ]
+    middle = started[1]
+    after = listed(api, state_machine=machine, started_after=middle.isoformat())
+    assert set(after) == {
+        i for i, s in zip((small, large, other), started, strict=True) if s >= middle
+    }
+    before = listed(api, state_machine=machine, started_before=middle.isoformat())
+    assert set(before) == {
+        i for i, s in zip((small, large, other), started, strict=True) if s < middle
+    }
+    naive = (started[0] - timedelta(hours=1)).astimezone(UTC).replace(tzinfo=None)
+    assert len(listed(api, state_machine=machine, started_after=naive.isoformat())) == 3
+    later = (started[2] + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    assert listed(api, state_machine=machine, started_after=later) == []
+
+
+def test_redrive_count_filter_and_bulk_actions(api: httpx.Client) -> None:
+    failing = upload(api, FAIL)
+    holding = upload(api, WAIT)
+    passing = upload(api, PASS)
+    failed = start(api, failing)
+    settled(api, failed, "FAILED")
+    assert listed(api, state_machine=failing, redrive_count=1) == []
+    redriven = api.post("/executions/bulk/redrive", json={"ids": [failed, "no-such-id"]}).json()
+    assert redriven["results"][0] == {"id": failed, "ok": True, "code": None, "message": None}
+    assert redriven["results"][1]["ok"] is False
+    assert redriven["results"][1]["code"] == "ExecutionDoesNotExist"
+    settled(api, failed, "FAILED")
+    wait_for(
+        lambda: listed(api, state_machine=failing, redrive_count=1) == [failed],
+        30,
+        "the redriven execution listed with redrive_count=1",
+    )
+    assert listed(api, state_machine=failing, redrive_count=2) == []
+    assert api.get("/executions", params={"state_machine": failing}).json()[0]["redrive_count"] == 1
+
+    held = [start(api, holding) for _ in range(2)]
+    done = start(api, passing)
+    settled(api, done, "SUCCEEDED")
+    answer = api.post(
+        "/executions/bulk/stop", json={"ids": [*held, done], "error": "Ops.Bulk", "cause": "test"}
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["id"] for r in results] == [*held, done]
+    assert [r["ok"] for r in results] == [True, True, False]
+    assert results[2]["code"] == "ExecutionNotRunning"
+    for execution in held:
+        stopped = settled(api, execution, "ABORTED")
+        assert stopped["error"] == "Ops.Bulk"
+    again = api.post("/executions/bulk/redrive", json={"ids": [done]}).json()["results"][0]
+    assert again["code"] == "ExecutionNotRedrivable"
+    assert api.post("/executions/bulk/stop", json={"ids": []}).status_code == 422
+    too_many = [str(uuid.uuid4()) for _ in range(1001)]
+    assert api.post("/executions/bulk/stop", json={"ids": too_many}).status_code == 422
+
+
+def test_stuck_executions_wait_on_a_task(api: httpx.Client) -> None:
+    waiting = upload(api, CALLBACK)
+    holding = upload(api, WAIT)
+    task = start(api, waiting)
+    timer = start(api, holding)
+
+    def scheduled() -> bool:
+        events = api.get(f"/executions/{task}/history").json()
+        return any(e["type"] == "TaskScheduled" for e in events)
+
+    wait_for(scheduled, 30, "the callback task scheduled")
+    assert task in listed(api, state_machine=waiting, stuck_seconds=0)
+    assert listed(api, state_machine=waiting, stuck_seconds=3600) == []
+    assert timer not in listed(api, state_machine=holding, stuck_seconds=0)  # a Wait is no task
+    wait_for(
+        lambda: task in listed(api, state_machine=waiting, stuck_seconds=1),
+        30,
+        "the task unanswered for over a second",
+    )
+    api.post(f"/executions/{task}/stop")
+    api.post(f"/executions/{timer}/stop")
+    assert listed(api, state_machine=waiting, stuck_seconds=0) == []
+
+
+# ---------------------------------------------------------------------------- history
+
+
+def test_history_pages_in_both_directions(api: httpx.Client) -> None:
+    machine = upload(api, SHORT_WAIT)
+    execution = start(api, machine)
+    settled(api, execution, "SUCCEEDED")
+    every = api.get(f"/executions/{execution}/history").json()
+    count = len(every)
+    assert [e["id"] for e in every] == list(range(1, count + 1))
+
+    def ids(**params: JSON) -> tuple[list[int], str | None]:
+        answer = api.get(f"/executions/{execution}/history", params=params)
+        assert answer.status_code == 200, answer.text
+        return [e["id"] for e in answer.json()], answer.headers.get("Next-Cursor")
+
+    assert ids(limit=3) == ([1, 2, 3], "3")
+    assert ids(after=3, limit=3) == ([4, 5, 6], "6")
+    assert ids(reverse=True, limit=2) == ([count, count - 1], str(count - 1))
+    assert ids(reverse=True, before=count - 1, limit=2) == ([count - 2, count - 3], str(count - 3))
+    assert ids(after=2, before=5) == ([3, 4], None)
+    assert ids(after=count) == ([], None)
+    assert api.get(f"/executions/{execution}/history", params={"before": 0}).status_code == 422
+    missing = api.get(f"/executions/{uuid.uuid4()}/history")
+    assert error_code(missing, 404) == "ExecutionDoesNotExist"
+
+    download = api.get(f"/executions/{execution}/history/download")
+    assert download.status_code == 200
+    assert "attachment" in download.headers["content-disposition"]
+    assert download.json() == every
+    missing = api.get(f"/executions/{uuid.uuid4()}/history/download")
+    assert error_code(missing, 404) == "ExecutionDoesNotExist"
+
+
+def test_stream_sends_status_events_and_ends(api_server: Server, api: httpx.Client) -> None:
+    machine = upload(api, SHORT_WAIT)
+    execution = start(api, machine)
+    seen: list[tuple[str, JSON]] = []
+    with api.stream("GET", f"/executions/{execution}/stream", timeout=60) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                seen.append((kind, json.loads(line[6:])))
+    assert seen[0] == ("status", {"status": "RUNNING", "events": seen[0][1]["events"]})
+    assert seen[-1] == ("end", {"status": "SUCCEEDED"})
+    history = [data["id"] for kind, data in seen if kind == "history"]
+    assert history == list(range(1, len(history) + 1))
+    assert history == [e["id"] for e in api.get(f"/executions/{execution}/history").json()]
+    assert ("status", {"status": "SUCCEEDED", "events": len(history)}) in seen
+
+    # Resuming after an event id sends only what follows it.
+    with api.stream("GET", f"/executions/{execution}/stream", params={"after": 3}) as answer:
+        text = answer.read().decode()
+    resumed = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+    assert resumed == list(range(4, len(history) + 1))
+    missing = api.get(f"/executions/{uuid.uuid4()}/stream")
+    assert error_code(missing, 404) == "ExecutionDoesNotExist"
