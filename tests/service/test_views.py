@@ -436,3 +436,185 @@ def test_stream_sends_status_events_and_ends(api_server: Server, api: httpx.Clie
     assert resumed == list(range(4, len(history) + 1))
     missing = api.get(f"/executions/{uuid.uuid4()}/stream")
     assert error_code(missing, 404) == "ExecutionDoesNotExist"
+
+
+# ---------------------------------------------------------------------------- read models
+
+FLAKY = {
+    "StartAt": "Call",
+    "States": {
+        "Call": {
+            "Type": "Task",
+            "Resource": "arn:aws:lambda:us-east-1:123456789012:function:flaky",
+            "Retry": [{"ErrorEquals": ["Flaky"], "MaxAttempts": 2, "IntervalSeconds": 1}],
+            "Next": "After",
+        },
+        "After": {"Type": "Pass", "End": True},
+        "Never": {"Type": "Pass", "End": True},
+    },
+}
+
+
+def _flaky(request: TaskRequest) -> JSON:
+    if request.attempt == 0:
+        raise TaskError("Flaky", "first attempt")
+    return {"ok": True}
+
+
+def test_states_fold_groups_iterations_retries_and_catches() -> None:
+    result = run_local(GROUPS, {"items": [1, 2, 3]})
+    fold = HistoryFold(parse(GROUPS), span_limit=5)
+    fold.fold(result.events)
+    states = fold.states()
+    summary = {path: s["status"] for path, s in states.items()}
+    assert summary == {
+        "Setup": "succeeded",
+        "Par": "caught",
+        "Par/branch 0/Fine": "succeeded",
+        "Par/branch 1/Bad": "failed",
+        "Each": "succeeded",
+        "Each/ItemProcessor/Check": "succeeded",
+        "Each/ItemProcessor/Yes": "succeeded",
+        "Each/ItemProcessor/No": "failed",
+        "Done": "succeeded",
+    }
+    assert states["Par"]["retries"] == 1 and states["Par"]["caught"] == 1
+    assert states["Par"]["error"] == "Custom.Bad"
+    assert states["Each"]["iterations"] == {
+        "total": 3,
+        "succeeded": 2,
+        "failed": 1,
+        "aborted": 0,
+        "running": 0,
+        "failed_indexes": [1],
+    }
+    assert states["Each/ItemProcessor/Check"]["entered"] == 3
+    assert states["Each/ItemProcessor/No"]["error"] == "Custom.Two"
+    assert fold.status == "SUCCEEDED"
+    spans = fold.timeline()
+    assert [s["path"] for s in spans] == [
+        "Setup",
+        "Par",
+        "Par/branch 0/Fine",
+        "Par/branch 1/Bad",
+        "Par/branch 0/Fine",
+    ]
+    assert fold.visits == 14
+
+
+def test_states_fold_retried_running_and_not_reached() -> None:
+    result = run_local(FLAKY, {}, tasks=_flaky)
+    fold = HistoryFold(parse(FLAKY))
+    fold.fold(result.events)
+    states = fold.states()
+    assert states["Call"]["status"] == "retried"
+    assert states["Call"]["retries"] == 1
+    assert states["After"]["status"] == "succeeded"
+    assert states["Never"]["status"] == "not_reached"
+    assert states["Never"]["entered"] == 0
+    # The history up to the first TaskScheduled: the task is running, nothing else reached.
+    first = next(e.id for e in result.events if e.type.endswith("Scheduled"))
+    partial = HistoryFold(parse(FLAKY))
+    partial.fold(result.events[:first])
+    assert partial.states()["Call"]["status"] == "running"
+    assert partial.states()["After"]["status"] == "not_reached"
+    assert partial.status == "RUNNING"
+
+
+def test_states_fold_a_map_of_10000_iterations() -> None:
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Inner",
+                    "States": {"Inner": {"Type": "Pass", "End": True}},
+                },
+                "MaxConcurrency": 1000,
+                "End": True,
+            }
+        },
+    }
+    result = run_local(definition, list(range(10_000)))
+    assert result.status == "SUCCEEDED"
+    began = time.perf_counter()
+    fold = HistoryFold(parse(definition), span_limit=2000)
+    fold.fold(result.events)
+    states = fold.states()
+    spans = fold.timeline()
+    elapsed = time.perf_counter() - began
+    print(
+        f"\nstates fold of a 10,000-iteration Map ({len(result.events)} events): {elapsed * 1000:.0f} ms"
+    )
+    assert states["Each"]["iterations"]["succeeded"] == 10_000
+    assert states["Each/ItemProcessor/Inner"]["entered"] == 10_000
+    assert states["Each/ItemProcessor/Inner"]["status"] == "succeeded"
+    assert len(spans) == 2000 and fold.visits == 10_001
+    assert elapsed < _allowance(2.0)
+
+
+def test_state_at_replays_to_an_event() -> None:
+    result = run_local(GROUPS, {"items": [1, 2, 3]})
+    machine = parse(GROUPS)
+    by_type = {(e.type, e.details.get("name")): e for e in result.events}
+    yes = by_type[("PassStateExited", "Yes")]  # the last iteration's Yes (index 2)
+    answer = state_at(machine, result.events[: yes.id])
+    assert answer["state"] == "Each/ItemProcessor/Yes"
+    assert answer["event_type"] == "PassStateExited"
+    assert answer["output"] == 3
+    assert answer["variables"] == {"top": {"where": "top"}, "scope": {"where": "top", "inner": 3}}
+    assert answer["status"] == "RUNNING"
+    entered = by_type[("MapStateEntered", "Each")]
+    answer = state_at(machine, result.events[: entered.id])
+    assert answer["state"] == "Each"
+    assert answer["input"] == {"items": [1, 2, 3], "error": {"Error": "Custom.Bad"}}
+    assert answer["variables"] == {"top": {"where": "top"}, "scope": None}
+    answer = state_at(machine, result.events)
+    assert answer["state"] is None and answer["status"] == "SUCCEEDED"
+    assert state_at(machine, result.events[:1])["state"] is None
+
+
+def _allowance(seconds: float) -> float:
+    """A generous limit, tripled on a machine busier than its cores."""
+    cores = os.cpu_count() or 1
+    return seconds * (3 if os.getloadavg()[0] > 1.5 * cores else 1)
+
+
+def test_states_timeline_and_state_at_over_http(api: httpx.Client) -> None:
+    machine = upload(api, GROUPS)
+    execution = start(api, machine, {"items": [1, 2, 3]})
+    settled(api, execution, "SUCCEEDED")
+    answer = api.get(f"/executions/{execution}/states")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "SUCCEEDED"
+    assert "ItemProcessor" in body["path_scheme"]
+    states = body["states"]
+    assert states["Par"]["status"] == "caught"
+    assert states["Each"]["iterations"]["failed_indexes"] == [1]
+    assert states["Each/ItemProcessor/No"]["status"] == "failed"
+
+    timeline = api.get(f"/executions/{execution}/timeline", params={"limit": 3}).json()
+    assert [s["path"] for s in timeline["spans"]] == ["Setup", "Par", "Par/branch 0/Fine"]
+    assert timeline["truncated"] is True and timeline["total"] == 14
+    full = api.get(f"/executions/{execution}/timeline").json()
+    assert full["truncated"] is False and len(full["spans"]) == 14
+    assert api.get(f"/executions/{execution}/timeline", params={"limit": 0}).status_code == 422
+
+    history = api.get(f"/executions/{execution}/history").json()
+    yes = [e for e in history if e["type"] == "PassStateExited"][-1]
+    at = api.get(f"/executions/{execution}/state-at/{yes['id']}").json()
+    assert at["state"] == "Each/ItemProcessor/Yes"
+    assert at["variables"]["scope"] == {"where": "top", "inner": 3}
+    assert at["status"] == "RUNNING"
+    last = api.get(f"/executions/{execution}/state-at/{len(history)}").json()
+    assert last["status"] == "SUCCEEDED" and last["event_type"] == "ExecutionSucceeded"
+    for bad in (0, len(history) + 1):
+        answer = api.get(f"/executions/{execution}/state-at/{bad}")
+        assert error_code(answer, 400) == "InvalidEventId"
+    assert api.get(f"/executions/{execution}/state-at/x").status_code == 422
+    for route in ("states", "timeline", "state-at/1"):
+        missing = api.get(f"/executions/{uuid.uuid4()}/{route}")
+        assert error_code(missing, 404) == "ExecutionDoesNotExist", route
