@@ -62,16 +62,30 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _matches_payload(column: sa.ColumnElement[str], pattern: str) -> sa.ColumnElement[bool]:
-    """The payload reference ``column`` (inline JSON text or ``@sha256``) holds text matching
-    ``pattern`` (ILIKE): inline text directly, a stored payload through its body. On
-    Postgres with pg_trgm both sides use trigram indexes (migration 0012)."""
-    p = queries.payloads
+# Large payloads matching a search are named one by one (each an index lookup); past this
+# many, the search reads them through a subquery instead (a scan, of a common text).
+MAX_SEARCH_REFS = 100
+
+
+async def _search(conn: AsyncConnection, text: str) -> sa.ColumnElement[bool]:
+    """The input or output JSON text of the execution holds ``text``, in any case (ILIKE;
+    SQLite folds ASCII letters only). Inline values are matched in the row, larger ones in
+    the payloads table: their references are read first, so that each arm of the OR is an
+    index condition (pg_trgm's GIN indexes also answer equality) and Postgres combines them
+    in a bitmap scan."""
+    e, p = queries.executions, queries.payloads
+    pattern = _like_pattern(text)
     stored = sa.select(sa.literal("@") + p.c.sha256).where(p.c.body.ilike(pattern, escape="\\"))
-    return sa.or_(
-        sa.and_(~column.startswith("@"), column.ilike(pattern, escape="\\")),
-        sa.and_(column.startswith("@"), column.in_(stored)),
-    )
+    refs = (await conn.execute(stored.limit(MAX_SEARCH_REFS + 1))).scalars().all()
+    arms: list[sa.ColumnElement[bool]] = []
+    for column in (e.c.input_ref, e.c.output_ref):
+        # An inline value never starts with "@": such text is a reference, not the value.
+        arms.append(sa.and_(column.ilike(pattern, escape="\\"), ~column.startswith("@")))
+        if len(refs) > MAX_SEARCH_REFS:
+            arms.append(column.in_(stored))
+        else:
+            arms.extend(column == ref for ref in refs)
+    return sa.or_(*arms)
 
 
 async def conditions(conn: AsyncConnection, f: ExecutionFilter) -> list[sa.ColumnElement[bool]]:
@@ -91,12 +105,7 @@ async def conditions(conn: AsyncConnection, f: ExecutionFilter) -> list[sa.Colum
     if f.redrive_count is not None and f.redrive_count > 0:
         out.append(e.c.redrive_count >= f.redrive_count)
     if f.q:
-        pattern = _like_pattern(f.q)
-        out.append(
-            sa.or_(
-                _matches_payload(e.c.input_ref, pattern), _matches_payload(e.c.output_ref, pattern)
-            )
-        )
+        out.append(await _search(conn, f.q))
     if f.stuck_seconds is not None:
         # Stuck: running, with a task scheduled more than N seconds ago that has had no
         # answer yet (an outbox row still PENDING or RUNNING: an HTTP or container task in

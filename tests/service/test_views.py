@@ -4,21 +4,29 @@ position finder, and the performance of lists and large histories on Postgres.""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from service import control
+from service.db import queries
+from service.db.engine import create_engine
+from service.db.migrate import upgrade
 from service.positions import locate
 from service.readmodel import HistoryFold, state_at
 from statemachine import TaskError, TaskRequest, parse, run_local
-from tests.service.server import Server
+from tests.service.server import Server, running_server
 
 JSON = Any
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -618,3 +626,188 @@ def test_states_timeline_and_state_at_over_http(api: httpx.Client) -> None:
     for route in ("states", "timeline", "state-at/1"):
         missing = api.get(f"/executions/{uuid.uuid4()}/{route}")
         assert error_code(missing, 404) == "ExecutionDoesNotExist", route
+
+
+# ---------------------------------------------------------------------------- performance
+
+EXECUTIONS = 100_000
+BIG_MAP_ITEMS = 6_000  # 4 events per iteration: a history of about 24,000 events
+BIG_MAP = {
+    "StartAt": "Each",
+    "States": {
+        "Each": {
+            "Type": "Map",
+            "ItemProcessor": {
+                "StartAt": "Inner",
+                "States": {"Inner": {"Type": "Pass", "End": True}},
+            },
+            "End": True,
+        }
+    },
+}
+_SEED_EXECUTIONS = """
+    INSERT INTO executions (id, arn, name, state_machine_id, version_id, status, input_ref,
+                            output_ref, started_at, stopped_at, seed, version, redrive_count)
+    SELECT 'x' || lpad(i::text, 35, '0'), CAST(:arn AS text) || i, 'run-' || i,
+           CASE WHEN i % 10 = 0 THEN CAST(:other AS integer) ELSE CAST(:machine AS integer) END,
+           CAST(:version_id AS integer),
+           (ARRAY['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED', 'FAILED', 'RUNNING', 'ABORTED'])[1 + i % 6],
+           '{"order":' || i || ',"customer":"c' || (i % 997) || '","note":"item ' || md5(i::text) || '"}',
+           '{"ok"\\:true}',
+           now() - make_interval(secs => CAST(:count AS integer) - i),
+           now() - make_interval(secs => CAST(:count AS integer) - i - 1),
+           i, 3, CASE WHEN i % 1000 = 0 THEN 1 ELSE 0 END
+    FROM generate_series(1, CAST(:count AS integer)) AS i
+"""
+
+
+def _timed(
+    client: httpx.Client, path: str, runs: int = 5, **params: JSON
+) -> tuple[float, httpx.Response]:
+    """The median time of ``runs`` requests (after one warm-up), in ms, and the last answer."""
+    answer = client.get(path, params=params)
+    assert answer.status_code == 200, answer.text[:500]
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        answer = client.get(path, params=params)
+        times.append((time.perf_counter() - began) * 1000)
+        assert answer.status_code == 200, answer.text[:500]
+    return statistics.median(times), answer
+
+
+async def _seed(url: str) -> str:
+    """100,000 executions over two state machines, and one execution with a 24,000-event
+    history, written directly; returns the big one's id."""
+    engine = create_engine(url)
+    machine = await control.create_state_machine(engine, "perf", BIG_MAP)
+    other = await control.create_state_machine(engine, "perf-other", PASS)
+    result = run_local(BIG_MAP, list(range(BIG_MAP_ITEMS)))
+    assert result.status == "SUCCEEDED"
+    async with engine.begin() as conn:
+        version_id = (
+            await conn.execute(
+                queries.versions.select()
+                .with_only_columns(queries.versions.c.id)
+                .where(queries.versions.c.state_machine_id == machine.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            queries.sa.text(_SEED_EXECUTIONS),
+            {
+                "arn": control.execution_arn("perf", "run-"),
+                "machine": machine.id,
+                "other": other.id,
+                "version_id": version_id,
+                "count": EXECUTIONS,
+            },
+        )
+        big = str(uuid.uuid4())
+        await queries.start_execution(
+            conn,
+            execution_id=big,
+            arn=control.execution_arn("perf", "big"),
+            name="big",
+            state_machine_id=machine.id,
+            version_id=version_id,
+            input_value=list(range(BIG_MAP_ITEMS)),
+            seed=0,
+            at=result.events[0].timestamp,
+        )
+        rows = await queries.event_rows(conn, big, result.events)
+        await queries.insert_event_rows(conn, rows)
+        await conn.execute(
+            queries.executions.update()
+            .where(queries.executions.c.id == big)
+            .values(status="SUCCEEDED", version=len(rows), wake_at=None)
+        )
+        await conn.execute(queries.sa.text("ANALYZE"))
+    await engine.dispose()
+    return big
+
+
+def test_performance_with_100k_executions_and_a_24k_event_history(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    upgrade(postgres_database)
+    big = asyncio.run(_seed(postgres_database))
+    figures: dict[str, float] = {}
+    with (
+        running_server(
+            postgres_database, tmp_path / "server.log", backend="postgres", workers=1
+        ) as server,
+        httpx.Client(
+            base_url=f"{server.base_url}/api/v1", headers=server.headers, timeout=120
+        ) as api,
+    ):
+        figures["list: first page (100)"], page = _timed(api, "/executions")
+        assert len(page.json()) == 100
+        cursor = page.headers["Next-Cursor"]
+        figures["list: second page (cursor)"], _ = _timed(api, "/executions", cursor=cursor)
+        figures["list: machine + status (100)"], page = _timed(
+            api, "/executions", state_machine="perf", status="FAILED"
+        )
+        assert len(page.json()) == 100
+        assert {e["status"] for e in page.json()} == {"FAILED"}
+        figures["list: name prefix"], page = _timed(api, "/executions", name_prefix="run-9999")
+        assert len(page.json()) == 11
+        figures["list: q, rare text"], page = _timed(api, "/executions", q=f"ITEM {_md5(77777)}")
+        assert [e["name"] for e in page.json()] == ["run-77777"]
+        figures["list: q, common text (100)"], page = _timed(
+            api, "/executions", q='"customer":"c12"'
+        )
+        assert len(page.json()) == 100
+        figures["list: redrive_count=1"], page = _timed(api, "/executions", redrive_count=1)
+        assert len(page.json()) == 100
+        figures["list: started window"], page = _timed(
+            api,
+            "/executions",
+            started_after=(datetime.now(UTC) - timedelta(hours=2)).isoformat(),
+            started_before=(datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        )
+        assert len(page.json()) == 100
+        figures["count: all (capped)"], counted = _timed(api, "/executions/count")
+        assert counted.json() == {"count": 10_000, "capped": True}
+        figures["count: q rare"], counted = _timed(api, "/executions/count", q=_md5(4242))
+        assert counted.json() == {"count": 1, "capped": False}
+        figures["summary (grouped counts)"], summary = _timed(api, "/state-machines/summary")
+        counts = {m["name"]: m["counts"] for m in summary.json()}
+        assert sum(counts["perf"].values()) + sum(counts["perf-other"].values()) == EXECUTIONS + 1
+
+        figures["history: first page (1000)"], page = _timed(api, f"/executions/{big}/history")
+        assert page.json()[0]["id"] == 1
+        figures["history: last page, reverse"], page = _timed(
+            api, f"/executions/{big}/history", reverse=True, limit=100
+        )
+        total = page.json()[0]["id"]
+        assert total > 24_000
+        figures["history: middle page (after)"], page = _timed(
+            api, f"/executions/{big}/history", after=12_000, limit=100
+        )
+        assert page.json()[0]["id"] == 12_001
+        figures["states (24k events)"], states = _timed(api, f"/executions/{big}/states", runs=3)
+        assert states.json()["states"]["Each"]["iterations"]["succeeded"] == BIG_MAP_ITEMS
+        figures["timeline (2000 of 6001)"], timeline = _timed(
+            api, f"/executions/{big}/timeline", runs=3
+        )
+        assert timeline.json()["truncated"] is True
+        figures["state-at: last event"], at = _timed(
+            api, f"/executions/{big}/state-at/{total}", runs=3
+        )
+        assert at.json()["status"] == "SUCCEEDED"
+        figures["history download (24k)"], download = _timed(
+            api, f"/executions/{big}/history/download", runs=1
+        )
+        assert len(download.json()) == total
+    width = max(map(len, figures))
+    print(f"\n{EXECUTIONS:,} executions, a {total:,}-event history, Postgres (median ms):")
+    for what, ms in figures.items():
+        print(f"  {what:<{width}}  {ms:8.1f}")
+    slow = _allowance(1.0) * 1000
+    for what, ms in figures.items():
+        limit = slow * (5 if "download" in what or "state-at" in what else 1)
+        assert ms < limit, f"{what}: {ms:.0f} ms"
+
+
+def _md5(number: int) -> str:
+    return hashlib.md5(str(number).encode()).hexdigest()
