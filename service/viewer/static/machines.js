@@ -178,17 +178,75 @@ async function versionsTab(ctx, panel, { name }) {
   draw();
 }
 
-/** Where JSON.parse stopped, as "line L, column C" (from the position in its message). */
+/** The offset where a JSON text stops being valid (browsers' messages do not all say). */
+export function jsonErrorOffset(text) {
+  let i = 0;
+  const ws = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++; };
+  const fail = () => { throw i; };
+  const literal = (word) => { if (text.startsWith(word, i)) i += word.length; else fail(); };
+  const string = () => {
+    i++;
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] === '\\') {
+        i++;
+        if (text[i] === 'u') { if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 1, i + 5))) fail(); i += 4; }
+        else if (!'"\\/bfnrt'.includes(text[i] || 'x')) fail();
+      } else if (text.charCodeAt(i) < 0x20) fail();
+      i++;
+    }
+    if (i >= text.length) fail();
+    i++;
+  };
+  const value = () => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++; ws();
+      if (text[i] === '}') { i++; return; }
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail();
+        string(); ws();
+        if (text[i] !== ':') fail();
+        i++; value(); ws();
+        if (text[i] === ',') { i++; continue; }
+        if (text[i] === '}') { i++; return; }
+        fail();
+      }
+    } else if (c === '[') {
+      i++; ws();
+      if (text[i] === ']') { i++; return; }
+      for (;;) {
+        value(); ws();
+        if (text[i] === ',') { i++; continue; }
+        if (text[i] === ']') { i++; return; }
+        fail();
+      }
+    } else if (c === '"') string();
+    else if (c === 't') literal('true');
+    else if (c === 'f') literal('false');
+    else if (c === 'n') literal('null');
+    else {
+      const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i));
+      if (!m) fail();
+      i += m[0].length;
+    }
+  };
+  try {
+    value(); ws();
+    return i < text.length ? i : null;
+  } catch (at) {
+    return typeof at === 'number' ? at : null;
+  }
+}
+
+/** Why a text is not JSON, with the line and column where it stops being JSON. */
 export function jsonError(text, err) {
-  const m = /position (\d+)/.exec(err.message);
+  const at = jsonErrorOffset(text);
   let where = '';
-  if (m) {
-    const pos = Number(m[1]);
-    const before = text.slice(0, pos).split('\n');
+  if (at !== null) {
+    const before = text.slice(0, at).split('\n');
     where = ` (line ${before.length}, column ${before[before.length - 1].length + 1})`;
-  } else {
-    const lc = /line (\d+) column (\d+)/.exec(err.message);
-    if (lc) where = ` (line ${lc[1]}, column ${lc[2]})`;
   }
   return `Not valid JSON${where}: ${err.message}`;
 }

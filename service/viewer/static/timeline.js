@@ -21,12 +21,12 @@ function niceStep(span, target = 8) {
 export function timelineEntries(answer) {
   if (Array.isArray(answer)) return { entries: answer, truncated: false };
   const entries = (answer && (answer.spans || answer.entries || answer.timeline)) || [];
-  return { entries, truncated: Boolean(answer && answer.truncated) };
+  return { entries, truncated: Boolean(answer && answer.truncated), total: answer && answer.total };
 }
 
 /** `answer`: the /timeline response; `closedAt`: end of the execution (or now). */
 export function renderTimeline(answer, { startedAt, closedAt, onSelect }) {
-  const { entries, truncated } = timelineEntries(answer);
+  const { entries, truncated, total } = timelineEntries(answer);
   if (!entries.length) return h('p', { class: 'muted' }, 'No state has been entered yet.');
   const t0 = new Date(startedAt).getTime();
   const now = closedAt ? new Date(closedAt).getTime() : Date.now();
@@ -94,7 +94,7 @@ export function renderTimeline(answer, { startedAt, closedAt, onSelect }) {
     });
   }
   const notes = [];
-  if (truncated) notes.push('The server truncated the timeline (too many entries).');
+  if (truncated) notes.push(`Showing the first ${entries.length.toLocaleString('en-US')} of ${total ? Number(total).toLocaleString('en-US') : 'more'} state visits.`);
   if (rows.size > MAX_ROWS) notes.push(`${rows.size - MAX_ROWS} more rows not drawn.`);
   if (drawn >= MAX_BARS) notes.push(`Only the first ${MAX_BARS} bars are drawn.`);
   return h('div', { class: 'timeline-wrap' },
