@@ -9,6 +9,7 @@ normal ``make test``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -59,7 +60,14 @@ def base_url(server: Server) -> str:
 
 @pytest.fixture(scope="session")
 def viewer_schema_template(postgres_template_factory: TemplateFactory) -> str:
-    return postgres_template_factory("viewer_schema", upgrade)
+    def migrate(url: str) -> None:
+        # In a thread of its own: the migrations call asyncio.run(), which refuses to run
+        # where Playwright's sync API already runs an event loop (when a page was set up
+        # before this session fixture).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(upgrade, url).result()
+
+    return postgres_template_factory("viewer_schema", migrate)
 
 
 @pytest.fixture(scope="session")

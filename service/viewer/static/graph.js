@@ -325,8 +325,8 @@ function iterationSummary(info) {
   const parts = [`${Number(it.total || 0).toLocaleString('en-US')} iterations`];
   if (it.succeeded) parts.push(`✓ ${Number(it.succeeded).toLocaleString('en-US')}`);
   if (it.failed) parts.push(`✗ ${Number(it.failed).toLocaleString('en-US')} failed`);
-  if (it.running) parts.push(`● ${Number(it.running).toLocaleString('en-US')}`);
-  if (it.aborted) parts.push(`■ ${Number(it.aborted).toLocaleString('en-US')}`);
+  if (it.running) parts.push(`● ${Number(it.running).toLocaleString('en-US')} running`);
+  if (it.aborted) parts.push(`■ ${Number(it.aborted).toLocaleString('en-US')} aborted`);
   return parts.join(' · ');
 }
 
