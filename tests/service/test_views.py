@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from service import control
 from service.db import queries
@@ -693,7 +694,7 @@ async def _seed(url: str) -> str:
             )
         ).scalar_one()
         await conn.execute(
-            queries.sa.text(_SEED_EXECUTIONS),
+            sa.text(_SEED_EXECUTIONS),
             {
                 "arn": control.execution_arn("perf", "run-"),
                 "machine": machine.id,
@@ -721,7 +722,7 @@ async def _seed(url: str) -> str:
             .where(queries.executions.c.id == big)
             .values(status="SUCCEEDED", version=len(rows), wake_at=None)
         )
-        await conn.execute(queries.sa.text("ANALYZE"))
+        await conn.execute(sa.text("ANALYZE"))
     await engine.dispose()
     return big
 
@@ -811,3 +812,43 @@ def test_performance_with_100k_executions_and_a_24k_event_history(
 
 def _md5(number: int) -> str:
     return hashlib.md5(str(number).encode()).hexdigest()
+
+
+def test_viewer_answers_hold_no_execution_secrets(api_server: Server, api: httpx.Client) -> None:
+    machine = upload(api, CALLBACK)
+    execution = start(api, machine, {"order": 1})
+
+    def scheduled() -> list[JSON] | None:
+        events: list[JSON] = api.get(f"/executions/{execution}/history").json()
+        return events if any(e["type"] == "TaskScheduled" for e in events) else None
+
+    events = wait_for(scheduled, 30, "the callback task scheduled")
+
+    async def secrets_of() -> tuple[str, str]:
+        engine = create_engine(api_server.database_url)
+        async with engine.connect() as conn:
+            e = queries.executions
+            row = (
+                await conn.execute(sa.select(e.c.seed, e.c.token_key).where(e.c.id == execution))
+            ).one()
+        await engine.dispose()
+        return str(row[0]), str(row[1])
+
+    seed, token_key = asyncio.run(secrets_of())
+    answers = [
+        api.get(f"/executions/{execution}/{route}").text
+        for route in (
+            "states",
+            "timeline",
+            "history/download",
+            *[f"state-at/{e['id']}" for e in events],
+        )
+    ]
+    answers.append(api.get("/executions", params={"state_machine": machine}).text)
+    api.post(f"/executions/{execution}/stop")
+    with api.stream("GET", f"/executions/{execution}/stream") as streamed:
+        answers.append(streamed.read().decode())
+    for text in answers:
+        assert token_key not in text, text[:300]
+        assert '"seed"' not in text and '"token_key"' not in text, text[:300]
+        assert f":{seed}," not in text and f": {seed}," not in text, text[:300]
