@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run samples test check audit torture conformance bench clean
+.PHONY: run samples test test-viewer check audit torture conformance bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ samples: $(STAMP)
 
 test: $(STAMP)
 	scripts/test
+
+# Only the web viewer's browser tests (they also run in `make test`); needs Debian's chromium
+# (apt-get install -y chromium, as .ci/run does).
+test-viewer: $(STAMP)
+	scripts/test -m viewer tests/viewer
 
 check: $(STAMP)
 	scripts/check

@@ -15,10 +15,16 @@ from service.db.engine import create_engine
 target_metadata = SQLModel.metadata
 
 
+def _include(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+    # Trigram indexes exist only on Postgres with pg_trgm (migration 0012), not in the models.
+    return not (kind == "index" and reflected and (name or "").endswith("_trgm"))
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=_include,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copy
         compare_type=True,
     )

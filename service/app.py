@@ -18,12 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from service import control, metrics, schedules
-from service.api import aws, demo, hooks, rest
+from service.api import aws, demo, hooks, rest, views
 from service.auth import Authenticator, AuthError
 from service.db import migrate
 from service.db.engine import create_engine
 from service.sealing import Sealer
 from service.settings import Settings
+from service.viewer import routes as viewer
 from service.worker.loop import Worker, settings_options
 
 _REST_STATUS = {
@@ -230,9 +231,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AwsEndpoint)
     app.add_middleware(Admission, limit=settings.max_requests_in_flight)  # the outermost
     control.set_start_queue_limit(settings.start_queue_limit)
+    app.include_router(views.router)  # ahead of rest: /executions/count before /{id}
     app.include_router(rest.router)
     app.include_router(rest.callbacks)
     app.include_router(hooks.router)
+    app.include_router(viewer.router)  # the web viewer: GET / and /ui/...
     if settings.demo:
         app.include_router(demo.router)
 

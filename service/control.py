@@ -126,6 +126,18 @@ class TaskTimedOut(ServiceError):
     """The task's token has expired or the task has already closed."""
 
 
+class InvalidEventId(ServiceError):
+    """The event id is not one of the execution's history (1 to its number of events)."""
+
+
+class ExecutionNotRunning(ServiceError):
+    """The execution has already closed: there is nothing to stop."""
+
+
+class HistoryNotReplayable(ServiceError):
+    """The history does not replay against the definition it ran (a corrupt history)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StateMachineInfo:
     """What DescribeStateMachine reports."""
@@ -239,9 +251,10 @@ async def _state_machine_row(conn: AsyncConnection, name: str, deleting_ok: bool
     return row
 
 
-async def state_machine_row(conn: AsyncConnection, name: str) -> Any:
-    """The row of the state machine ``name``; StateMachineDoesNotExist (or Deleting)."""
-    return await _state_machine_row(conn, name)
+async def state_machine_row(conn: AsyncConnection, name: str, deleting_ok: bool = False) -> Any:
+    """The row of the state machine ``name``; StateMachineDoesNotExist (or Deleting, unless
+    ``deleting_ok``)."""
+    return await _state_machine_row(conn, name, deleting_ok)
 
 
 async def _running(conn: AsyncConnection, state_machine_id: int) -> bool:
@@ -1014,6 +1027,11 @@ async def _execution_id(conn: AsyncConnection, ref: str) -> str:
     if found is None:
         raise ExecutionDoesNotExist(f"Execution Does Not Exist: '{ref}'")
     return str(found)
+
+
+async def execution_id(conn: AsyncConnection, ref: str) -> str:
+    """The id of the execution ``ref`` (an id or an ARN); ExecutionDoesNotExist."""
+    return await _execution_id(conn, ref)
 
 
 async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:

@@ -206,43 +206,10 @@ async def start(engine: EngineDep, name: str, body: ExecutionCreate) -> Response
     return _payloads(_ex(summary), 201)
 
 
-@router.get("/executions", response_model=list[ExecutionPublic])
-async def list_executions(
-    engine: EngineDep,
-    state_machine: str | None = None,
-    status: str | None = None,
-    name_prefix: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Response:
-    """Executions, newest first."""
-    found = await control.list_executions(engine, state_machine, status, name_prefix, limit)
-    return _payloads([_ex(s) for s in found])
-
-
 @router.get("/executions/{execution_id}", response_model=ExecutionPublic)
 async def describe_execution(engine: EngineDep, execution_id: str) -> Response:
     """One execution."""
     return _payloads(_ex(await control.describe_execution(engine, execution_id)))
-
-
-@router.get("/executions/{execution_id}/history", response_model=list[dict[str, JSON]])
-async def get_history(
-    engine: EngineDep,
-    execution_id: str,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    reverse: bool = False,
-) -> Response:
-    """History events (AWS-shaped), from event ``after + 1``."""
-    events = await control.history(engine, execution_id, after=after)
-    if reverse:
-        events.reverse()
-    out = []
-    for event in events[:limit]:
-        shaped = event.to_aws()
-        shaped["timestamp"] = event.timestamp.isoformat()
-        out.append(shaped)
-    return _payloads(out)
 
 
 @router.post("/executions/{execution_id}/stop", status_code=202)

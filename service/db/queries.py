@@ -597,6 +597,17 @@ async def insert_event_rows(conn: AsyncConnection, rows: Sequence[Mapping[str, J
         await conn.execute(_INSERT_EVENTS_POSTGRES, columns)
     else:
         await conn.execute(events.insert(), rows)
+    redriven: dict[str, int] = {}
+    for row in rows:
+        if row["type"] == "ExecutionRedriven":
+            redriven[row["execution_id"]] = redriven.get(row["execution_id"], 0) + 1
+    for execution_id, count in redriven.items():
+        # The executions.redrive_count cache, in the transaction of the events it counts.
+        await conn.execute(
+            executions.update()
+            .where(executions.c.id == execution_id)
+            .values(redrive_count=executions.c.redrive_count + count)
+        )
 
 
 async def load_histories(
@@ -654,6 +665,20 @@ async def load_histories(
         except Exception as exc:
             out[execution_id] = ValueError(f"the history is not readable: {exc!r}")
     return out
+
+
+async def decode_events(conn: AsyncConnection, rows: Sequence[Any]) -> list[Event]:
+    """Engine events from rows of the events table (columns in the table's order), their
+    large payloads read in one query."""
+    parts = [(row, json.loads(row[7]), json.loads(row[8])) for row in rows]
+    refs = [
+        r
+        for _, details, meta in parts
+        for part in (details, meta)
+        for r in part.get("r", {}).values()
+    ]
+    values = await load_payloads(conn, refs) if refs else {}
+    return [_event(row, details, meta, values) for row, details, meta in parts]
 
 
 def _event(row: Any, details: JSON, meta: JSON, values: Mapping[str, JSON]) -> Event:

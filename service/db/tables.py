@@ -83,6 +83,9 @@ class ExecutionRow(SQLModel, table=True):
         sa.UniqueConstraint("state_machine_id", "name"),
         sa.Index("ix_executions_wake_at", "wake_at"),
         sa.Index("ix_executions_status_started", "status", "started_at"),
+        # The viewer's lists: newest first, overall and per state machine (keyset pages).
+        sa.Index("ix_executions_started", "started_at", "id"),
+        sa.Index("ix_executions_machine_started", "state_machine_id", "started_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -109,6 +112,10 @@ class ExecutionRow(SQLModel, table=True):
     qualifier: str | None = Field(default=None, max_length=80)
     # Fencing: the number of events in the history; an append names the version it extends.
     version: int = 0
+    # How many ExecutionRedriven events the history has (written with them).
+    redrive_count: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     wake_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )

@@ -1,0 +1,1 @@
+"""The web history viewer: a single-page app over the REST API (service/viewer/static/)."""
