@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from service import control
-from service.api import aws, rest
+from service.api import aws, rest, views
 from service.app import create_app
 from service.db.migrate import upgrade
 from service.settings import Settings
@@ -117,12 +117,13 @@ def test_rest_schema_covers_every_route() -> None:
     labels = {op.ok().label for op in schema.get_all_operations()}
     routes = {
         f"{method} {route.path}"
-        for router in (rest.router, rest.callbacks)
+        for router in (rest.router, rest.callbacks, views.router)
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods
     }
     assert "POST /api/v1/state-machines" in routes
+    assert "GET /api/v1/executions/{execution_id}/states" in routes
     assert routes <= labels, sorted(routes - labels)
 
 
