@@ -171,7 +171,7 @@ def test_bulk_stop_of_two_running_executions(
     expect(viewer.locator("table.executions .badge", has_text="ABORTED")).to_have_count(2)
 
 
-def test_copy_as_curl_and_boto3_start_the_same_machine_with_the_same_input(
+def test_download_and_copy_as_curl_and_boto3(
     viewer: Page, server: Server, api: httpx.Client, tmp_path: Path
 ) -> None:
     machine = upload(api, FAN_OUT, "snippet")
@@ -180,6 +180,13 @@ def test_copy_as_curl_and_boto3_start_the_same_machine_with_the_same_input(
     wait_status(api, execution, {"SUCCEEDED"})
     viewer.goto(f"/ui/executions/{execution}")
     expect(viewer.locator("h1 .badge")).to_contain_text("SUCCEEDED")
+    with viewer.expect_download() as download:
+        viewer.get_by_role("button", name="Download history").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    events = json.loads(saved.read_text())
+    assert events[0]["type"] == "ExecutionStarted"
+    assert events[-1]["type"] == "ExecutionSucceeded"
     # What the copy buttons put on the clipboard, made by the page's own module.
     snippets = viewer.evaluate(
         """async ([machine, arn, input]) => {
