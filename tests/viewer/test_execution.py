@@ -3,6 +3,12 @@ details, the event table's filter, time travel, live updates, and bulk stop."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -163,3 +169,41 @@ def test_bulk_stop_of_two_running_executions(
         assert wait_status(api, execution, {"ABORTED"})["status"] == "ABORTED"
     viewer.goto(f"/ui/executions?state_machine={machine}")
     expect(viewer.locator("table.executions .badge", has_text="ABORTED")).to_have_count(2)
+
+
+def test_download_and_copy_as_curl_and_boto3(
+    viewer: Page, server: Server, api: httpx.Client, tmp_path: Path
+) -> None:
+    machine = upload(api, FAN_OUT, "snippet")
+    value = {"items": [1, 3], "skip": True, "quote": 'it\'s "quoted"'}
+    execution = start(api, machine, value)
+    wait_status(api, execution, {"SUCCEEDED"})
+    viewer.goto(f"/ui/executions/{execution}")
+    expect(viewer.locator("h1 .badge")).to_contain_text("SUCCEEDED")
+    with viewer.expect_download() as download:
+        viewer.get_by_role("button", name="Download history").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    events = json.loads(saved.read_text())
+    assert events[0]["type"] == "ExecutionStarted"
+    assert events[-1]["type"] == "ExecutionSucceeded"
+    # What the copy buttons put on the clipboard, made by the page's own module.
+    snippets = viewer.evaluate(
+        """async ([machine, arn, input]) => {
+            const m = await import('/ui/assets/snippets.js');
+            return [m.curlStart(machine, input), m.boto3Start(arn, input)];
+        }""",
+        [machine, api.get(f"/state-machines/{machine}").json()["arn"], value],
+    )
+    env = {**os.environ, "STATEWRIGHT_API_KEY": f"{server.key_id}:{server.secret}"}
+    ran = subprocess.run(["bash", "-c", snippets[0]], capture_output=True, env=env, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["input"] == value
+    script = tmp_path / "start.py"
+    script.write_text(snippets[1])
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, env=env, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.decode().startswith("arn:aws:states:")
+    listed = api.get("/executions", params={"state_machine": machine}).json()
+    assert len(listed) == 3
+    assert all(e["input"] == value for e in listed)

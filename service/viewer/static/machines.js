@@ -26,7 +26,7 @@ export async function machinesPage(ctx) {
     machines.length
       ? h('table', { class: 'list' },
         h('caption', { class: 'sr-only' }, 'State machines and their executions by status'),
-        h('thead', {}, h('tr', {}, ['Name', 'Latest version', 'Status', 'Executions', 'Updated'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', {}, h('tr', {}, ['Name', 'Latest version', 'Status', 'Executions', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, rows))
       : h('div', { class: 'card' }, h('p', {}, 'No state machines yet.'),
         h('p', { class: 'muted' }, 'Create one with ', h('code', {}, 'statewright apply'), ' or ',

@@ -28,7 +28,10 @@ export function timelineEntries(answer) {
 export function renderTimeline(answer, { startedAt, closedAt, onSelect }) {
   const { entries, truncated, total } = timelineEntries(answer);
   if (!entries.length) return h('p', { class: 'muted' }, 'No state has been entered yet.');
-  const t0 = new Date(startedAt).getTime();
+  // The axis starts at the first state entered: the wait before a worker took the execution
+  // up is said in words, not drawn as empty space.
+  const started = new Date(startedAt).getTime();
+  const t0 = Math.min(...entries.map((e) => new Date(e.entered_at).getTime()));
   const now = closedAt ? new Date(closedAt).getTime() : Date.now();
   let t1 = t0;
   for (const e of entries) {
@@ -94,6 +97,7 @@ export function renderTimeline(answer, { startedAt, closedAt, onSelect }) {
     });
   }
   const notes = [];
+  if (t0 - started >= 1) notes.push(`The first state was entered ${fmtDuration(t0 - started)} after the execution started; the axis counts from there.`);
   if (truncated) notes.push(`Showing the first ${entries.length.toLocaleString('en-US')} of ${total ? Number(total).toLocaleString('en-US') : 'more'} state visits.`);
   if (rows.size > MAX_ROWS) notes.push(`${rows.size - MAX_ROWS} more rows not drawn.`);
   if (drawn >= MAX_BARS) notes.push(`Only the first ${MAX_BARS} bars are drawn.`);
