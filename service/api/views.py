@@ -490,6 +490,15 @@ async def _fold(
     return fold
 
 
+@router.get("/executions/{execution_id}/state-machine")
+async def execution_state_machine(engine: EngineDep, execution_id: str) -> dict[str, JSON]:
+    """The state machine version an execution runs (``{name, arn, version, definition}``):
+    the viewer draws its graph from this, which may be older than the latest version."""
+    info = await control.state_machine_for_execution(engine, execution_id)
+    definition: JSON = json.loads(info.definition)
+    return {"name": info.name, "arn": info.arn, "version": info.version, "definition": definition}
+
+
 @router.get("/executions/{execution_id}/states")
 async def execution_states(engine: EngineDep, execution_id: str) -> dict[str, JSON]:
     """Per-state aggregates for colouring the graph, folded from the history: every state

@@ -9,17 +9,11 @@ server asks for one. These routes need no key: they serve the same files to ever
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from service import control
-from service.auth import Authenticator
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
 
 STATIC = Path(__file__).parent / "static"
 _TYPES = {
@@ -98,28 +92,6 @@ async def asset(request: Request, name: str) -> Response:
     if found is None or name == "index.html":
         return Response("Not Found", status_code=404, media_type="text/plain")
     return _send(request, found, {"X-Content-Type-Options": "nosniff"})
-
-
-async def _authorized(request: Request) -> None:
-    auth: Authenticator | None = request.app.state.auth
-    if auth is not None:
-        await auth.rest(request.headers.get("authorization"))
-
-
-@router.get("/ui/api/executions/{execution_id}/state-machine", dependencies=[Depends(_authorized)])
-async def execution_state_machine(request: Request, execution_id: str) -> Response:
-    """The state machine version an execution runs (its graph is drawn from this definition,
-    which may be older than the latest). The REST API has no such route yet; with one, the
-    viewer would use it and this goes."""
-    engine: AsyncEngine = request.app.state.engine
-    info = await control.state_machine_for_execution(engine, execution_id)
-    body: dict[str, Any] = {
-        "name": info.name,
-        "arn": info.arn,
-        "version": info.version,
-        "definition": json.loads(info.definition),
-    }
-    return JSONResponse(body)
 
 
 @router.get("/ui/{path:path}")

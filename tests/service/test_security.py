@@ -80,9 +80,9 @@ def test_every_route_but_callbacks_health_and_docs_wants_a_key(
     # The REST API, webhooks, metrics and the AWS API were all among them.
     for expected in (
         "POST /api/v1/state-machines",
+        "GET /api/v1/executions/{execution_id}/state-machine",
         "GET /metrics",
         "POST /",
-        "GET /ui/api/executions/{execution_id}/state-machine",
     ):
         assert expected in checked, checked
     assert any(c.startswith("POST /api/v1/webhooks") for c in checked), checked

@@ -188,6 +188,17 @@ def test_versions_newest_first_and_one_by_number(api: httpx.Client) -> None:
     assert error_code(missing, 404) == "StateMachineDoesNotExist"
 
 
+def test_an_execution_shows_the_version_it_runs(api: httpx.Client) -> None:
+    machine = upload(api, PASS)
+    execution = start(api, machine)
+    second = {"StartAt": "Q", "States": {"Q": {"Type": "Pass", "End": True}}}
+    upload(api, second, machine)  # the latest is now 2; the execution ran 1
+    ran = api.get(f"/executions/{execution}/state-machine").json()
+    assert (ran["name"], ran["version"], ran["definition"]) == (machine, 1, PASS)
+    missing = api.get(f"/executions/{unique('none')}/state-machine")
+    assert error_code(missing, 404) == "ExecutionDoesNotExist"
+
+
 # ---------------------------------------------------------------------------- validation
 
 

@@ -24,7 +24,7 @@ export async function executionPage(ctx) {
   const base = `/executions/${enc(id)}`;
   const [first, machine] = await Promise.all([
     get(base, { signal: ctx.signal }),
-    get(`/ui/api/executions/${enc(id)}/state-machine`, { signal: ctx.signal }),
+    get(`/executions/${enc(id)}/state-machine`, { signal: ctx.signal }),
   ]);
   const model = { ex: first, machine, states: {}, timeline: null, history: new History(), loading: true };
   const live = { mode: 'closed', controller: null, timer: null };
