@@ -201,11 +201,56 @@ async def statewright_rate(base: str, echo: str, items: int, label: str) -> floa
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - start
-    if described["status"] != "SUCCEEDED":
-        raise RuntimeError(f"the Map execution ended {described['status']}: {described}")
-    if [o["echoed"] for o in described["output"]] != list(range(items)):
-        raise RuntimeError("the Map's output is not the items echoed back in order")
+        if described["status"] != "SUCCEEDED":
+            raise RuntimeError(f"the Map execution ended {described['status']}: {described}")
+        if [o["echoed"] for o in described["output"]] != list(range(items)):
+            raise RuntimeError("the Map's output is not the items echoed back in order")
+        events: list[dict[str, Any]] = []
+        while True:
+            page = await client.get(
+                f"/executions/{execution}/history",
+                params={"after": events[-1]["id"] if events else 0, "limit": 1000},
+            )
+            page.raise_for_status()
+            if not page.json():
+                break
+            events.extend(page.json())
+    report_phases(events)
     return items / elapsed
+
+
+PHASES = (
+    ("waiting for a runner", "TaskScheduled", "TaskStarted"),
+    ("request and recording", "TaskStarted", "TaskSucceeded"),
+    ("waiting for the decision", "TaskSucceeded", "MapIterationSucceeded"),
+)
+
+
+def report_phases(events: list[dict[str, Any]]) -> None:
+    """Where an iteration's time goes, from the history's timestamps: for each phase between
+    two event types, the mean time in it (Little's law: the area under the count of tasks in
+    the phase over time, divided by the tasks), and the mean number of tasks in it."""
+    from datetime import datetime
+
+    marks = [(datetime.fromisoformat(e["timestamp"]).timestamp(), e["type"]) for e in events]
+    if len(marks) < 2:
+        return
+    span = marks[-1][0] - marks[0][0]
+    for label, enter, leave in PHASES:
+        inside, area, previous, entered = 0, 0.0, marks[0][0], 0
+        for at, kind in marks:
+            area += inside * (at - previous)
+            previous = at
+            if kind == enter:
+                inside += 1
+                entered += 1
+            elif kind == leave:
+                inside -= 1
+        if entered:
+            say(
+                f"          {label:26s} {1000 * area / entered:7.1f} ms per task, "
+                f"{area / span if span else 0:5.1f} tasks in it on average"
+            )
 
 
 def container_engine() -> dict[str, str]:
