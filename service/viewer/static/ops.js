@@ -190,7 +190,7 @@ export async function webhookPage(ctx) {
           return h('tr', { 'data-id': d.id, 'data-status': d.status },
             h('td', { class: 'num' }, `#${d.id}`),
             h('td', {}, executionLink(d.execution_arn)),
-            h('td', {}, h('span', { 'aria-label': `to ${d.event_status}` }, '→ ', statusBadge(d.event_status))),
+            h('td', { class: 'nowrap' }, h('span', { 'aria-label': `to ${d.event_status}` }, '→ ', statusBadge(d.event_status))),
             h('td', { class: 'num' }, d.attempts),
             h('td', {}, deliveryState(d)),
             h('td', {}, lastAnswer(d)),
