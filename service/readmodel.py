@@ -121,15 +121,44 @@ def state_paths(machine: StateMachine, prefix: str = "") -> dict[str, tuple[str,
     return out
 
 
+def terminal_paths(machine: StateMachine, prefix: str = "") -> set[str]:
+    """The paths of the states that end their (sub) state machine when they exit normally:
+    ``"End": true`` or a Succeed state (a Fail state ends it by failing)."""
+    out: set[str] = set()
+    for name, state in machine.states.items():
+        path = prefix + name
+        if state.end or state.type == "Succeed":
+            out.add(path)
+        for index, inner in enumerate(state.machines):
+            segment = "ItemProcessor" if state.type == "Map" else f"branch {index}"
+            out |= terminal_paths(inner, f"{path}/{segment}/")
+    return out
+
+
+def _edge_end(prefix: str, end: str) -> str:
+    # The graph's ids of a (sub) state machine's Start and End: "#start" at the top level,
+    # "Fan/branch 0#start" inside a branch (the fold's prefixes end with "/").
+    return prefix.removesuffix("/") + end
+
+
 class HistoryFold:
     """One pass over a history, in event order: where each scope sits (its path prefix and
-    Map iteration), each state's aggregate, and each visit (for the timeline)."""
+    Map iteration), each state's aggregate, each visit (for the timeline), and the
+    transitions taken between states."""
 
     def __init__(self, machine: StateMachine | None, span_limit: int = 0) -> None:
         self.aggregates: dict[str, _Aggregate] = {}
+        self.terminal: set[str] = set()
         if machine is not None:
             for path, (name, kind) in state_paths(machine).items():
                 self.aggregates[path] = _Aggregate(name, kind)
+            self.terminal = terminal_paths(machine)
+        # (from, to, kind) -> times taken. A transition is a state's normal exit followed by
+        # the next StateEntered in the same scope (one frame runs one state at a time), a
+        # scope's first entry (from its Start), or a terminal exit (to its End).
+        self.taken: dict[tuple[str, str, str], int] = {}
+        self.exited: dict[str, _Visit] = {}  # scope -> the visit that just exited normally
+        self.entered_scopes: set[str] = set()
         self.status = "RUNNING"
         self.prefix: dict[str, str] = {"": ""}
         self.iteration: dict[str, int | None] = {"": None}
@@ -167,9 +196,21 @@ class HistoryFold:
 
     # ------------------------------------------------------------------ visits
 
+    def _take(self, source: str, target: str, kind: str) -> None:
+        key = (source, target, kind)
+        self.taken[key] = self.taken.get(key, 0) + 1
+
     def _close(self, visit: _Visit, outcome: str, event: Event) -> None:
         if self.current.get(visit.scope) is visit:
             del self.current[visit.scope]
+        if outcome in ("succeeded", "retried", "caught"):
+            self.exited[visit.scope] = visit
+            if outcome != "caught" and visit.path in self.terminal:
+                prefix = visit.path[: len(visit.path) - len(visit.name)]
+                self._take(visit.path, _edge_end(prefix, "#end"), "next")
+        else:
+            self.exited.pop(visit.scope, None)  # a failed state leads nowhere (a redrive
+            # enters it again: no transition)
         visit.outcome = outcome
         aggregate = self.aggregates[visit.path]
         aggregate.outcomes[visit.scope] = outcome
@@ -249,6 +290,14 @@ class HistoryFold:
                 self._close(visit, "failed", event)  # entered again without leaving (redrive)
             name = event.details.get("name", "")
             path = prefix + name
+            before = self.exited.pop(scope, None)
+            if before is not None:
+                self._take(before.path, path, "catch" if before.outcome == "caught" else "next")
+            elif scope not in self.entered_scopes:
+                self._take(_edge_end(prefix, "#start"), path, "next")
+            self.entered_scopes.add(scope)
+            if kind == "FailStateEntered":
+                self._take(path, _edge_end(prefix, "#end"), "fail")
             aggregate = self._aggregate(path, name)
             aggregate.entered += 1
             aggregate.last_event_id = event.id
@@ -355,6 +404,15 @@ class HistoryFold:
                 }
             out[path] = entry
         return out
+
+    def transitions(self) -> list[dict[str, JSON]]:
+        """The transitions taken: ``from`` and ``to`` are state paths or a (sub) state
+        machine's ``<prefix>#start`` / ``<prefix>#end``; ``kind`` is next (Next, a Choice
+        rule or Default, Start, End), catch (a Catch's Next) or fail (a Fail state)."""
+        return [
+            {"from": source, "to": target, "kind": kind, "count": count}
+            for (source, target, kind), count in self.taken.items()
+        ]
 
     def timeline(self) -> list[dict[str, JSON]]:
         """The first ``span_limit`` visits, in the order they were entered."""

@@ -507,9 +507,17 @@ async def execution_states(engine: EngineDep, execution_id: str) -> dict[str, JS
     a Map its iterations (total, succeeded, failed, running, aborted, failed_indexes: the
     first 100). A state visited in several iterations or branches shows the most notable
     outcome: running, then failed, caught, retried, succeeded. A state cut short (its
-    frame failed or was aborted, the execution stopped) counts as failed."""
+    frame failed or was aborted, the execution stopped) counts as failed. ``transitions``:
+    the edges taken (``from``, ``to``: paths, or ``<prefix>#start`` and ``<prefix>#end`` of
+    a (sub) state machine; ``kind``: next, catch or fail; ``count``), each a state's exit
+    followed by the next entry in the same frame."""
     fold = await _fold(engine, execution_id)
-    return {"path_scheme": readmodel.PATH_SCHEME, "status": fold.status, "states": fold.states()}
+    return {
+        "path_scheme": readmodel.PATH_SCHEME,
+        "status": fold.status,
+        "states": fold.states(),
+        "transitions": fold.transitions(),
+    }
 
 
 @router.get("/executions/{execution_id}/timeline")

@@ -74,18 +74,19 @@ def _page(request: Request) -> Response:
     )
 
 
-@router.get("/")
+# GET and HEAD: uptime checkers probe with HEAD (the server sends the headers, no body).
+@router.api_route("/", methods=["GET", "HEAD"])
 async def home(request: Request) -> Response:
     """The viewer's start page (the state machines)."""
     return _page(request)
 
 
-@router.get("/ui")
+@router.api_route("/ui", methods=["GET", "HEAD"])
 async def ui_root() -> Response:
     return RedirectResponse("/ui/", status_code=308)
 
 
-@router.get("/ui/assets/{name}")
+@router.api_route("/ui/assets/{name}", methods=["GET", "HEAD"])
 async def asset(request: Request, name: str) -> Response:
     """A file of the app (only the files shipped in service/viewer/static/)."""
     found = _ASSETS.get(name)
@@ -94,7 +95,7 @@ async def asset(request: Request, name: str) -> Response:
     return _send(request, found, {"X-Content-Type-Options": "nosniff"})
 
 
-@router.get("/ui/{path:path}")
+@router.api_route("/ui/{path:path}", methods=["GET", "HEAD"])
 async def deep_link(request: Request, path: str) -> Response:
     """Every viewer URL (/ui/executions/<id>, /ui/state-machines/<name>, ...) is the same
     page; the app reads the path and the query string."""

@@ -520,6 +520,25 @@ def test_states_fold_groups_iterations_retries_and_catches() -> None:
         "Par/branch 0/Fine",
     ]
     assert fold.visits == 14
+    taken = {(t["from"], t["to"], t["kind"]): t["count"] for t in fold.transitions()}
+    assert taken == {
+        ("#start", "Setup", "next"): 1,
+        ("Setup", "Par", "next"): 1,
+        # The branches ran twice (the Parallel was retried once).
+        ("Par/branch 0#start", "Par/branch 0/Fine", "next"): 2,
+        ("Par/branch 0/Fine", "Par/branch 0#end", "next"): 2,
+        ("Par/branch 1#start", "Par/branch 1/Bad", "next"): 2,
+        ("Par/branch 1/Bad", "Par/branch 1#end", "fail"): 2,
+        # Par's Catch and its Next both lead to Each: the catch is the one taken.
+        ("Par", "Each", "catch"): 1,
+        ("Each/ItemProcessor#start", "Each/ItemProcessor/Check", "next"): 3,
+        ("Each/ItemProcessor/Check", "Each/ItemProcessor/Yes", "next"): 2,
+        ("Each/ItemProcessor/Check", "Each/ItemProcessor/No", "next"): 1,
+        ("Each/ItemProcessor/Yes", "Each/ItemProcessor#end", "next"): 2,
+        ("Each/ItemProcessor/No", "Each/ItemProcessor#end", "fail"): 1,
+        ("Each", "Done", "next"): 1,
+        ("Done", "#end", "next"): 1,
+    }
 
 
 def test_states_fold_retried_running_and_not_reached() -> None:
@@ -539,6 +558,13 @@ def test_states_fold_retried_running_and_not_reached() -> None:
     assert partial.states()["Call"]["status"] == "running"
     assert partial.states()["After"]["status"] == "not_reached"
     assert partial.status == "RUNNING"
+    # A retried task goes on once: one transition out of it; the unreached state has none.
+    assert {(t["from"], t["to"], t["count"]) for t in fold.transitions()} == {
+        ("#start", "Call", 1),
+        ("Call", "After", 1),
+        ("After", "#end", 1),
+    }
+    assert partial.transitions() == [{"from": "#start", "to": "Call", "kind": "next", "count": 1}]
 
 
 def test_states_fold_a_map_of_10000_iterations() -> None:

@@ -87,7 +87,10 @@ def viewer_db(
 def server(tmp_path_factory: pytest.TempPathFactory, viewer_db: str) -> Iterator[Server]:
     """``statewright serve`` with auth on and two worker lanes, shared by the session."""
     folder = tmp_path_factory.mktemp("viewer")
-    with running_server(viewer_db, folder / "server.log", backend="postgres") as started:
+    # A failed webhook delivery is retried 30 s later (not 1 s): the delivery log tests see
+    # it waiting to be retried, and know that an attempt before then came from Redeliver.
+    env = {"STATEWRIGHT_WEBHOOK_RETRY_BASE_SECONDS": "30"}
+    with running_server(viewer_db, folder / "server.log", backend="postgres", env=env) as started:
         yield started
 
 

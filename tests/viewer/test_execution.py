@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 from playwright.sync_api import Page, expect
@@ -56,6 +58,50 @@ def test_a_failure_inside_a_map_shows_on_the_group_and_the_state(
     opened = viewer.locator("tr.event-row[aria-expanded=true]")
     expect(opened).to_contain_text("MapIterationFailed")
     expect(viewer.locator("tr.event-detail")).to_contain_text('"index": 1')
+
+
+def test_the_graph_marks_the_transitions_the_execution_took(
+    viewer: Page, server: Server, api: httpx.Client
+) -> None:
+    machine = upload(api, FAN_OUT, "taken")
+    execution = start(api, machine, {"items": [1, 2, 3]})
+    wait_status(api, execution, {"FAILED"})
+    viewer.goto(f"/ui/executions/{execution}")
+    expect(viewer.locator('g.node[data-path="Each"]')).to_have_attribute("data-status", "failed")
+
+    def edge(source: str, target: str, kind: str = "next") -> Any:
+        return viewer.locator(f'path.edge.e-{kind}[data-from="{source}"][data-to="{target}"]')
+
+    answer = api.get(f"/executions/{execution}/states").json()
+    entered = {path: state["entered"] for path, state in answer["states"].items()}
+    inner = "Each/ItemProcessor"
+    for source, target, kind, times in (
+        ("#start", "Check", "next", 1),
+        ("Check", "Fan", "default", 1),
+        ("Fan/branch 1#start", "Fan/branch 1/Right", "next", 1),
+        ("Fan/branch 1/Right", "Fan/branch 1/RightAgain", "next", 1),
+        ("Fan/branch 0/Left", "Fan/branch 0#end", "next", 1),
+        ("Fan", "Each", "next", 1),
+        # The Map stops its iterations at the first failure: how many ran varies.
+        (f"{inner}#start", f"{inner}/IsBad", "next", entered[f"{inner}/IsBad"]),
+        (f"{inner}/IsBad", f"{inner}/Boom", "choice", 1),
+        (f"{inner}/Boom", f"{inner}#end", "fail", 1),
+    ):
+        expect(edge(source, target, kind)).to_have_attribute("data-taken", str(times))
+        expect(edge(source, target, kind)).to_have_class(re.compile(r"\btaken\b"))
+    # Each transition of the read model is one drawn edge here (no two rules share a target).
+    expect(viewer.locator("path.edge.taken")).to_have_count(len(answer["transitions"]))
+    # Not taken: the skip rule, the uncaught error's Catch, and everything after the Map.
+    for source, target, kind in (
+        ("Check", "Done", "choice"),
+        ("Each", "Recover", "catch"),
+        ("Each", "Done", "next"),
+        ("Recover", "Done", "next"),
+        ("Done", "#end", "next"),
+    ):
+        expect(edge(source, target, kind)).to_have_count(1)
+        expect(edge(source, target, kind)).not_to_have_class(re.compile(r"\btaken\b"))
+    expect(viewer.locator(".legend")).to_contain_text("Transition taken")
 
 
 def test_clicking_a_state_shows_its_input_and_output(

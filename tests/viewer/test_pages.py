@@ -31,6 +31,13 @@ def test_the_page_and_its_assets_are_served(server: Server) -> None:
         escape = client.get("/ui/assets/..%2Froutes.py")
         assert "from __future__" not in escape.text
         assert escape.headers["content-type"].startswith("text/html")
+        # HEAD answers like GET, without a body (uptime checkers probe with HEAD).
+        for path in ("/", "/ui/executions", "/ui/webhooks/x", "/ui/assets/app.js"):
+            head = client.head(path)
+            assert head.status_code == 200, path
+            assert head.headers["etag"] == client.get(path).headers["etag"]
+            assert head.content == b""
+        assert client.head("/ui", follow_redirects=False).status_code == 308
         # The AWS API is still POST / (answered ahead of the routes).
         assert client.post("/", content=b"{}").status_code in (400, 403)
 

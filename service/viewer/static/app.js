@@ -7,6 +7,7 @@ import { h, replace } from './dom.js';
 import { machinesPage, machinePage } from './machines.js';
 import { executionsPage } from './executions.js';
 import { executionPage } from './execution.js';
+import { connectionsPage, schedulesPage, webhookPage, webhooksPage } from './ops.js';
 
 const ROUTES = [
   [/^\/(?:ui\/?)?$/, machinesPage, 'state-machines'],
@@ -14,6 +15,10 @@ const ROUTES = [
   [/^\/ui\/state-machines\/([^/]+)\/?$/, machinePage, 'state-machines'],
   [/^\/ui\/executions\/?$/, executionsPage, 'executions'],
   [/^\/ui\/executions\/([^/]+)\/?$/, executionPage, 'executions'],
+  [/^\/ui\/webhooks\/?$/, webhooksPage, 'webhooks'],
+  [/^\/ui\/webhooks\/([^/]+)\/?$/, webhookPage, 'webhooks'],
+  [/^\/ui\/schedules\/?$/, schedulesPage, 'schedules'],
+  [/^\/ui\/connections\/?$/, connectionsPage, 'connections'],
 ];
 
 const main = document.getElementById('main');

@@ -26,7 +26,7 @@ export async function executionPage(ctx) {
     get(base, { signal: ctx.signal }),
     get(`/executions/${enc(id)}/state-machine`, { signal: ctx.signal }),
   ]);
-  const model = { ex: first, machine, states: {}, timeline: null, history: new History(), loading: true };
+  const model = { ex: first, machine, states: {}, transitions: [], timeline: null, history: new History(), loading: true };
   const live = { mode: 'closed', controller: null, timer: null };
   ctx.onCleanup(() => {
     if (live.controller) live.controller.abort();
@@ -101,6 +101,7 @@ export async function executionPage(ctx) {
   const loadStates = async () => {
     const answer = await get(`${base}/states`, { signal: ctx.signal });
     model.states = answer.states || {};
+    model.transitions = answer.transitions || [];
   };
 
   const loadHistory = async () => {
@@ -265,7 +266,7 @@ export async function executionPage(ctx) {
       const focused = document.activeElement?.closest?.('g.node')?.dataset.path;
       const scroller = panel.querySelector('.graph-wrap');
       const scroll = scroller ? [scroller.scrollLeft, scroller.scrollTop] : null;
-      graphView = renderGraph(machine.definition, { states: model.states, onSelect: stateDetails });
+      graphView = renderGraph(machine.definition, { states: model.states, transitions: model.transitions, onSelect: stateDetails });
       replace(panel, h('div', { class: 'split' },
         h('div', {}, legend(), graphView.el), sidebar));
       if (scroll) graphView.el.querySelector('.graph-wrap').scrollTo(scroll[0], scroll[1]);

@@ -357,10 +357,12 @@ function drawGraph(graph, ctx, parent, ox, oy) {
     const a = graph.nodes.get(e.from);
     const b = graph.nodes.get(e.to);
     const p = edgePath(a, b, e, graph, e.back ? loops++ : 0);
+    const taken = ctx.taken ? ctx.taken.get(takenKey(e.from, e.to, e.kind)) : undefined;
     edgeLayer.append(s('path', {
-      d: p.d, class: `edge e-${e.kind}${e.back ? ' back' : ''}`,
-      'marker-end': `url(#${ctx.id}-arrow)`,
-    }));
+      d: p.d, class: `edge e-${e.kind}${e.back ? ' back' : ''}${taken ? ' taken' : ''}`,
+      'marker-end': `url(#${ctx.id}-${taken ? 'taken' : 'arrow'})`,
+      'data-from': e.from, 'data-to': e.to, 'data-taken': taken || null,
+    }, taken ? s('title', {}, `Taken ${taken} time${taken === 1 ? '' : 's'}`) : null));
     if (e.label) {
       const text = truncate(e.label, 170, 0.85);
       const w = textWidth(text, 0.85) + 8;
@@ -439,15 +441,25 @@ function typeLine(n, info) {
 
 let graphIds = 0;
 
+// The transitions of GET /executions/{id}/states say next, catch or fail; a drawn edge is
+// next, choice, default, catch or fail. Choice rules and Default that lead to the same
+// state are one transition in the history (which rule matched is not recorded), so all of
+// them are marked.
+function takenKey(from, to, kind) {
+  const family = kind === 'catch' || kind === 'fail' ? kind : 'next';
+  return `${from}\n${to}\n${family}`;
+}
+
 /**
  * Render a definition as SVG. `states` (optional) is the /states map: nodes are coloured by
  * outcome. `onSelect(path)` is called on click, Enter or Space on a state.
  * Returns {el, select(path), nodes}.
  */
-export function renderGraph(definition, { states = null, onSelect = null } = {}) {
+export function renderGraph(definition, { states = null, transitions = null, onSelect = null } = {}) {
   const graph = layout(buildGraph(definition));
   const id = `g${++graphIds}`;
-  const ctx = { id, states, nodeEls: new Map() };
+  const taken = transitions ? new Map(transitions.map((t) => [takenKey(t.from, t.to, t.kind), t.count])) : null;
+  const ctx = { id, states, taken, nodeEls: new Map() };
   const svg = s('svg', {
     class: 'graph', width: graph.width, height: graph.height,
     viewBox: `0 0 ${graph.width} ${graph.height}`, role: 'group', 'aria-label': 'State machine graph',
@@ -455,6 +467,8 @@ export function renderGraph(definition, { states = null, onSelect = null } = {})
   svg.append(s('defs', {},
     s('marker', { id: `${id}-arrow`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
       s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrow' })),
+    s('marker', { id: `${id}-taken`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 4.5, markerHeight: 4.5, orient: 'auto-start-reverse' },
+      s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrow taken' })),
     s('pattern', { id: `${id}-hatch`, width: 8, height: 8, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' },
       s('line', { x1: 0, y1: 0, x2: 0, y2: 8, class: 'hatch-line' }))));
   drawGraph(graph, ctx, svg, 0, 0);
@@ -497,9 +511,11 @@ export function renderGraph(definition, { states = null, onSelect = null } = {})
   return { el, select, nodes: ctx.nodeEls, graph };
 }
 
-/** The legend of node colours, with the icon and pattern each status also has. */
+/** The legend of node colours, with the icon and pattern each status also has, and of the
+ * edges an execution took. */
 export function legend() {
   return h('ul', { class: 'legend', 'aria-label': 'Legend' },
     STATUSES.map(([key, label, icon]) => h('li', {},
-      h('span', { class: `swatch st-${key}`, 'aria-hidden': 'true' }, icon), ' ', label)));
+      h('span', { class: `swatch st-${key}`, 'aria-hidden': 'true' }, icon), ' ', label)),
+    h('li', {}, h('span', { class: 'swatch-edge taken', 'aria-hidden': 'true' }), ' Transition taken (bold)'));
 }

@@ -5,6 +5,7 @@ import { ApiError, enc, get, post } from './api.js';
 import { codeView, diagnosticList, diffLines, diffView } from './code.js';
 import { copyButton, fmtCount, fmtTime, h, jsonBlock, pretty, replace, statusBadge } from './dom.js';
 import { childPrefix, renderGraph } from './graph.js';
+import { machineSchedules } from './ops.js';
 import { boto3Start, curlStart } from './snippets.js';
 
 const COUNTED = ['RUNNING', 'SUCCEEDED', 'FAILED', 'TIMED_OUT', 'ABORTED', 'PENDING_REDRIVE'];
@@ -85,6 +86,7 @@ export async function machinePage(ctx) {
     h('div', { class: 'head-meta' },
       h('code', { class: 'arn' }, latest.arn), copyButton(latest.arn, 'Copy ARN'),
       h('a', { class: 'button-link', href: `/ui/executions?state_machine=${enc(name)}` }, 'Executions'),
+      h('a', { class: 'button-link', href: `/ui/schedules?state_machine=${enc(name)}` }, 'Schedules'),
       latest.status && latest.status !== 'ACTIVE' ? statusBadge(latest.status) : null),
     latest.description ? h('p', { class: 'muted' }, latest.description) : null);
   const { el } = tabs(TABS, selected, (key, panel) => {
@@ -92,7 +94,9 @@ export async function machinePage(ctx) {
     const views = { graph: graphTab, definition: definitionTab, versions: versionsTab, start: startTab };
     views[key](ctx, panel, { name, latest, shown, definition }).catch((err) => ctx.showError(err, 'Loading the tab'));
   });
-  replace(ctx.main, header, el);
+  const schedules = h('div', {});
+  replace(ctx.main, header, schedules, el);
+  machineSchedules(ctx, name, schedules).catch((err) => ctx.showError(err, 'Loading the schedules'));
 }
 
 async function graphTab(ctx, panel, { definition }) {
