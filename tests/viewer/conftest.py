@@ -28,9 +28,14 @@ CHROMIUM = os.environ.get("STATEWRIGHT_CHROMIUM", "/usr/bin/chromium")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/viewer/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.viewer)
+    # The browser tests run last, whatever the command line's order: Playwright's sync API
+    # keeps an event loop running in the main thread until the session ends, and tests after
+    # them that call asyncio.run() would fail.
+    viewer = [i for i in items if "tests/viewer/" in str(i.fspath).replace(os.sep, "/")]
+    for item in viewer:
+        item.add_marker(pytest.mark.viewer)
+    chosen = set(map(id, viewer))
+    items[:] = [i for i in items if id(i) not in chosen] + viewer
 
 
 @pytest.fixture(scope="session")
