@@ -136,10 +136,9 @@ def _sm(info: control.StateMachineInfo) -> StateMachinePublic:
     )
 
 
-def _ex(summary: control.ExecutionSummary) -> dict[str, JSON]:
-    out: dict[str, JSON] = {
-        field: getattr(summary, field) for field in ExecutionPublic.model_fields
-    }
+def _ex(summary: Any, model: type[BaseModel] = ExecutionPublic) -> dict[str, JSON]:
+    """An execution (any object with the model's fields as attributes) as a JSON answer."""
+    out: dict[str, JSON] = {field: getattr(summary, field) for field in model.model_fields}
     for field in ("started_at", "stopped_at"):
         if out[field] is not None:
             out[field] = out[field].isoformat()

@@ -285,21 +285,7 @@ FiltersDep = Annotated[_Filters, Depends()]
 
 
 def _listed(item: reads.ExecutionListed) -> dict[str, JSON]:
-    return {
-        "id": item.id,
-        "arn": item.arn,
-        "name": item.name,
-        "state_machine_arn": item.state_machine_arn,
-        "status": item.status,
-        "input": item.input,
-        "output": item.output,
-        "error": item.error,
-        "cause": item.cause,
-        "started_at": item.started_at.isoformat(),
-        "stopped_at": item.stopped_at.isoformat() if item.stopped_at else None,
-        "events": item.events,
-        "redrive_count": item.redrive_count,
-    }
+    return rest._ex(item, ExecutionListedPublic)
 
 
 @router.get("/executions", response_model=list[ExecutionListedPublic])

@@ -562,7 +562,7 @@ async def append_events(conn: AsyncConnection, execution_id: str, new: Sequence[
         await insert_event_rows(conn, await event_rows(conn, execution_id, new))
 
 
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (  # of the events table, in insert order
     "execution_id",
     "seq",
     "type",
@@ -593,7 +593,7 @@ async def insert_event_rows(conn: AsyncConnection, rows: Sequence[Mapping[str, J
     if not rows:
         return
     if is_postgres(conn):
-        columns = {name: [row[name] for row in rows] for name in _EVENT_COLUMNS}
+        columns = {name: [row[name] for row in rows] for name in EVENT_COLUMNS}
         await conn.execute(_INSERT_EVENTS_POSTGRES, columns)
     else:
         await conn.execute(events.insert(), rows)

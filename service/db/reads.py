@@ -240,20 +240,7 @@ async def machine_summaries(conn: AsyncConnection) -> list[MachineSummary]:
     return out
 
 
-_EVENT_COLUMNS = tuple(
-    queries.events.c[name]
-    for name in (
-        "execution_id",
-        "seq",
-        "type",
-        "timestamp",
-        "previous_event_id",
-        "scope",
-        "child",
-        "details",
-        "meta",
-    )
-)
+_EVENT_COLUMNS = tuple(queries.events.c[name] for name in queries.EVENT_COLUMNS)
 
 
 async def history_page(
