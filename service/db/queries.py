@@ -907,7 +907,73 @@ async def claim_tasks(
     whose lease ran out (their runner died), marked RUNNING with a lease of ``lease`` seconds;
     TaskStarted is queued for those no runner took before. Executions run with a mock config
     test case are left to it. The Parameters are read here: a task in flight holds no
-    connection."""
+    connection. On Postgres the claim is one statement (see one_statement: the caller may run
+    it outside a transaction block); large Parameters are read after it, from payloads,
+    which never change."""
+    if is_postgres(conn):
+        result = await conn.execute(
+            _CLAIM_TASKS_POSTGRES,
+            {
+                "resources": list(resources),
+                "worker_id": worker_id,
+                "lease": float(lease),
+                "limit": limit,
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+        rows: Sequence[Any] = sorted(result.all(), key=lambda row: int(row[0]))
+    else:
+        rows = await _claim_tasks_sqlite(conn, resources, worker_id, lease, limit)
+    if not rows:
+        return []
+    values = await load_payloads(conn, [row[4] for row in rows])
+    return [
+        ClaimedTask(r[0], r[1], r[2], r[3], values[r[4]], r[5], r[6] == "PENDING") for r in rows
+    ]
+
+
+# claim_tasks in one round trip: lock the due rows (SKIP LOCKED), lease them, queue TaskStarted
+# for those no runner took before, and wake the deciders (NOTIFY is delivered at commit). The
+# clock is the statement's, read once, as the separate statements read it once before.
+_CLAIM_TASKS_POSTGRES = sa.text(
+    """
+    WITH taken AS (
+        SELECT o.id, o.status AS was
+        FROM outbox AS o JOIN executions AS e ON e.id = o.execution_id
+        WHERE o.resource = ANY(CAST(:resources AS varchar[]))
+          AND (o.status = 'PENDING'
+               OR (o.status = 'RUNNING' AND o.claim_expires_at < statement_timestamp()))
+          AND e.test_case IS NULL
+        ORDER BY o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED
+    ), claimed AS (
+        UPDATE outbox AS o
+        SET status = 'RUNNING', claimed_by = :worker_id,
+            claim_expires_at = statement_timestamp()
+                + CAST(:lease AS double precision) * interval '1 second'
+        FROM taken
+        WHERE o.id = taken.id
+        RETURNING o.id, o.execution_id, o.task_id, o.resource, o.parameters_ref,
+                  o.idempotency_key, taken.was
+    ), started AS (
+        INSERT INTO inbox (execution_id, kind, body, created_at)
+        SELECT execution_id, 'task_started', '{"task_id":' || task_id || '}',
+               statement_timestamp()
+        FROM claimed WHERE was = 'PENDING' ORDER BY id
+        RETURNING execution_id
+    )
+    SELECT claimed.*,
+           (SELECT count(pg_notify(:channel, s.execution_id))
+            FROM (SELECT execution_id FROM started LIMIT 1) AS s) AS notified
+    FROM claimed
+    """
+)
+
+
+async def _claim_tasks_sqlite(
+    conn: AsyncConnection, resources: Sequence[str], worker_id: str, lease: float, limit: int
+) -> Sequence[Any]:
     o, e = outbox, executions
     at = await now(conn)
     due = sa.or_(
@@ -929,8 +995,6 @@ async def claim_tasks(
         .order_by(o.c.id)
         .limit(limit)
     )
-    if is_postgres(conn):
-        query = query.with_for_update(of=o, skip_locked=True)
     rows = (await conn.execute(query)).all()
     if not rows:
         return []
@@ -948,10 +1012,96 @@ async def claim_tasks(
         [(row[1], "task_started", {"task_id": row[2]}) for row in rows if row[6] == "PENDING"],
         at,
     )
-    values = await load_payloads(conn, [row[4] for row in rows])
-    return [
-        ClaimedTask(r[0], r[1], r[2], r[3], values[r[4]], r[5], r[6] == "PENDING") for r in rows
-    ]
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What a runner learned of a task it holds: its answers (inbox kind and body, in order),
+    and whether the task goes on waiting (for its callback) afterwards."""
+
+    outbox_id: int
+    execution_id: str
+    answers: Sequence[tuple[str, Mapping[str, JSON]]]
+    waiting: bool = False
+
+
+async def record_results(
+    conn: AsyncConnection, worker_id: str, results: Sequence[TaskResult]
+) -> None:
+    """Record the results of tasks ``worker_id`` holds: each closes its outbox row (a waiting
+    one stays RUNNING, claimed by nobody, until its callback or a timeout closes it) and
+    queues its answers, only if the row is still the worker's and RUNNING (a task that timed
+    out, was stopped or re-claimed meanwhile keeps its ending); then wakes the deciders. On
+    Postgres one statement (see one_statement)."""
+    if not results:
+        return
+    if is_postgres(conn):
+        answers = [
+            (r.outbox_id, r.execution_id, k, _text(b)) for r in results for k, b in r.answers
+        ]
+        await conn.execute(
+            _RECORD_RESULTS_POSTGRES,
+            {
+                "worker_id": worker_id,
+                "ids": [r.outbox_id for r in results],
+                "waiting": [r.waiting for r in results],
+                "a_ids": [a[0] for a in answers],
+                "a_executions": [a[1] for a in answers],
+                "a_kinds": [a[2] for a in answers],
+                "a_bodies": [a[3] for a in answers],
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+        return
+    o = outbox
+    at = await now(conn)
+    owned: set[int] = set()
+    for waiting in (False, True):
+        ids = [r.outbox_id for r in results if r.waiting == waiting]
+        if not ids:
+            continue
+        result = await conn.execute(
+            o.update()
+            .where(o.c.id.in_(ids), o.c.status == "RUNNING", o.c.claimed_by == worker_id)
+            .values(status="RUNNING" if waiting else "DONE", claimed_by=None, claim_expires_at=None)
+            .returning(o.c.id)
+        )
+        owned.update(row[0] for row in result)
+    await enqueue_many(
+        conn,
+        [(r.execution_id, k, b) for r in results if r.outbox_id in owned for k, b in r.answers],
+        at,
+    )
+
+
+# record_results in one round trip; the answers go into the inbox in the order given (its ids
+# order an execution's incoming events).
+_RECORD_RESULTS_POSTGRES = sa.text(
+    """
+    WITH closed AS (
+        UPDATE outbox AS o
+        SET status = CASE WHEN given.waiting THEN 'RUNNING' ELSE 'DONE' END,
+            claimed_by = NULL, claim_expires_at = NULL
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:waiting AS boolean[]))
+             AS given(id, waiting)
+        WHERE o.id = given.id AND o.status = 'RUNNING' AND o.claimed_by = :worker_id
+        RETURNING o.id
+    ), answered AS (
+        INSERT INTO inbox (execution_id, kind, body, created_at)
+        SELECT a.execution_id, a.kind, a.body, statement_timestamp()
+        FROM unnest(
+            CAST(:a_ids AS bigint[]), CAST(:a_executions AS varchar[]),
+            CAST(:a_kinds AS varchar[]), CAST(:a_bodies AS text[])
+        ) WITH ORDINALITY AS a(outbox_id, execution_id, kind, body, n)
+        WHERE a.outbox_id IN (SELECT id FROM closed)
+        ORDER BY a.n
+        RETURNING execution_id
+    )
+    SELECT count(pg_notify(:channel, s.execution_id))
+    FROM (SELECT execution_id FROM answered LIMIT 1) AS s
+    """
+)
 
 
 class StaleVersion(Exception):

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import connections, logs, metrics, tracing
 from service.db import queries
+from service.db.engine import one_statement
 from service.sealing import Sealer, ServerKeyError
 from statemachine.payload import payload_size
 
@@ -476,7 +477,7 @@ class HttpRunner:
             await self.clients.aclose()
 
     async def _claim(self, limit: int) -> Sequence[tuple[int, str, int, str, JSON, str]]:
-        async with self.engine.begin() as conn:
+        async with one_statement(self.engine) as conn:
             taken = await queries.claim_tasks(conn, RESOURCES, self.worker_id, self.lease, limit)
         return [
             (t.outbox_id, t.execution_id, t.task_id, t.resource, t.parameters, t.idempotency_key)
@@ -653,49 +654,18 @@ class HttpRunner:
         await done
 
     async def _write_results(self) -> None:
-        """Write the results that are waiting, all of them in one transaction (one commit
-        for many tasks: the results that finish while one batch commits form the next)."""
-        o = queries.outbox
+        """Write the results that are waiting, all of them at once (one statement on Postgres:
+        the results that finish while one batch is written form the next)."""
         while self._results:
             batch, self._results = self._results, []
+            results = [
+                queries.TaskResult(outbox_id, execution_id, answers, _waits(resource, answers))
+                for outbox_id, execution_id, resource, answers, _ in batch
+            ]
             for attempt in range(5):
                 try:
-                    async with self.engine.begin() as conn:
-                        at = await queries.now(conn)
-                        # A callback task waits on: its row stays open (RUNNING, claimed by
-                        # nobody) until the callback or a timeout closes it.
-                        owned: set[int] = set()
-                        for waiting in (False, True):
-                            ids = [item[0] for item in batch if _waits(item[2], item[3]) == waiting]
-                            if not ids:
-                                continue
-                            # Still ours and still wanted? (Timed out, stopped or re-claimed:
-                            # its ending stands.)
-                            result = await conn.execute(
-                                o.update()
-                                .where(
-                                    o.c.id.in_(ids),
-                                    o.c.status == "RUNNING",
-                                    o.c.claimed_by == self.worker_id,
-                                )
-                                .values(
-                                    status="RUNNING" if waiting else "DONE",
-                                    claimed_by=None,
-                                    claim_expires_at=None,
-                                )
-                                .returning(o.c.id)
-                            )
-                            owned.update(row[0] for row in result)
-                        await queries.enqueue_many(
-                            conn,
-                            [
-                                (execution_id, kind, body)
-                                for outbox_id, execution_id, _, answers, _ in batch
-                                if outbox_id in owned
-                                for kind, body in answers
-                            ],
-                            at,
-                        )
+                    async with one_statement(self.engine) as conn:
+                        await queries.record_results(conn, self.worker_id, results)
                     if self.on_recorded is not None:
                         self.on_recorded()  # this process's deciders need not wait to hear
                     break
