@@ -49,7 +49,8 @@ aliases = StateMachineAliasRow.__table__  # type: ignore[attr-defined]
 _PAYLOAD_FIELDS = ("input", "output", "parameters")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 NOTIFY_CHANNEL = "statewright_wake"
-TASKS_NOTICE = "tasks:"  # the payload prefix of a wake-up for runners (new outbox tasks)
+# The payload prefix of a wake-up for runners (new outbox tasks), followed by their resource.
+TASKS_NOTICE = "tasks:"
 
 
 def _text(value: JSON) -> str:
@@ -432,6 +433,20 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
     """The database time, and up to ``limit`` executions locked for a decision due by then,
     earliest first (Postgres skips rows other workers hold). One round trip: the clock is read
     in the same statement."""
+    if is_postgres(conn):
+        # The same query as below, written out once: building and compiling it cost more CPU
+        # than the rest of an idle lane's turn.
+        rows = (await conn.execute(_CLAIM_DUE_POSTGRES, {"limit": limit})).all()
+    else:
+        rows = (await conn.execute(_claim_due_query(conn, limit))).all()
+    if not rows:
+        return await now(conn), []
+    at = aware(rows[0][len(_CLAIM_COLUMNS)])
+    assert at is not None
+    return at, [_claimed(row) for row in rows]
+
+
+def _claim_due_query(conn: AsyncConnection, limit: int) -> sa.Select[Any]:
     now_ = clock(conn)
     # Candidates from two index scans (a single OR over both would scan every execution):
     # the earliest due wake_at, and running executions with something in their inbox.
@@ -451,7 +466,7 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
         .subquery()
     )
     candidates = sa.union(sa.select(due.c.id), sa.select(waiting.c.id))
-    query = (
+    return (
         sa.select(*_CLAIM_COLUMNS, now_)
         .where(
             executions.c.id.in_(candidates),
@@ -460,14 +475,32 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
         .order_by(executions.c.wake_at)
         .limit(limit)
     )
-    if is_postgres(conn):
-        query = query.with_for_update(skip_locked=True)
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return await now(conn), []
-    at = aware(rows[0][len(_CLAIM_COLUMNS)])
-    assert at is not None
-    return at, [_claimed(row) for row in rows]
+
+
+_CLAIM_DUE_POSTGRES = sa.text(
+    """
+    SELECT e.id, e.arn, e.version_id, e.version, e.seed, e.input_ref, e.started_at,
+           e.token_key, statement_timestamp()
+    FROM executions AS e
+    WHERE e.id IN (
+        SELECT due.id FROM (
+            SELECT id FROM executions WHERE wake_at <= statement_timestamp()
+            ORDER BY wake_at LIMIT 4 * :limit
+        ) AS due
+        UNION
+        SELECT waiting.id FROM (
+            SELECT i.execution_id AS id
+            FROM inbox AS i JOIN executions AS x ON x.id = i.execution_id
+            WHERE x.status = 'RUNNING'
+            LIMIT 4 * :limit
+        ) AS waiting
+    )
+    AND (e.wake_at <= statement_timestamp() OR e.status = 'RUNNING')
+    ORDER BY e.wake_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
 
 
 async def lock_execution(
@@ -719,6 +752,47 @@ async def take_inboxes(
     for items in out.values():
         items.sort()
     return out
+
+
+async def take_incoming(
+    conn: AsyncConnection, execution_ids: Collection[str], at: datetime
+) -> tuple[dict[str, list[tuple[int, str, JSON, datetime]]], dict[str, list[tuple[datetime, str]]]]:
+    """take_inboxes and take_due_timers together: on Postgres in one round trip."""
+    if not execution_ids or not is_postgres(conn):
+        return await take_inboxes(conn, execution_ids), await take_due_timers(
+            conn, execution_ids, at
+        )
+    inboxes: dict[str, list[tuple[int, str, JSON, datetime]]] = {id_: [] for id_ in execution_ids}
+    due: dict[str, list[tuple[datetime, int, str]]] = {id_: [] for id_ in execution_ids}
+    rows = await conn.execute(_TAKE_INCOMING_POSTGRES, {"ids": list(execution_ids), "at": at})
+    for execution_id, id_, kind, body, created_at in rows:
+        if id_ is None:  # a timer: kind is its id, created_at its fire_at
+            due[execution_id].append((aware(created_at), _creation_order(kind), kind))
+        else:
+            inboxes[execution_id].append((id_, kind, json.loads(body), aware(created_at)))
+    for items in inboxes.values():
+        items.sort()
+    return inboxes, {
+        id_: [(fire_at, timer_id) for fire_at, _, timer_id in sorted(items)]
+        for id_, items in due.items()
+    }
+
+
+_TAKE_INCOMING_POSTGRES = sa.text(
+    """
+    WITH taken AS (
+        DELETE FROM inbox WHERE execution_id = ANY(CAST(:ids AS varchar[]))
+        RETURNING execution_id, id, kind, body, created_at
+    ), fired AS (
+        DELETE FROM timers
+        WHERE execution_id = ANY(CAST(:ids AS varchar[])) AND fire_at <= :at
+        RETURNING execution_id, timer_id, fire_at
+    )
+    SELECT execution_id, id, kind, body, created_at FROM taken
+    UNION ALL
+    SELECT execution_id, NULL, timer_id, NULL, fire_at FROM fired
+    """
+)
 
 
 async def take_due_timers(
@@ -1117,7 +1191,8 @@ class StaleVersion(Exception):
 async def add_tasks(
     conn: AsyncConnection, scheduled: Sequence[tuple[str, ScheduleTask]], at: datetime
 ) -> None:
-    """Queue tasks for the runners (ScheduleTask commands of executions), and wake them."""
+    """Queue tasks for the runners (ScheduleTask commands of executions), and wake them: one
+    notice per resource, so only the runners of those resources look."""
     if not scheduled:
         return
     rows = [
@@ -1136,8 +1211,56 @@ async def add_tasks(
         }
         for execution_id, command in scheduled
     ]
+    if is_postgres(conn):
+        # One round trip: the rows as arrays, the NOTIFY in the same statement.
+        await conn.execute(
+            _ADD_TASKS_POSTGRES,
+            {
+                **{name: [row[name] for row in rows] for name in _TASK_COLUMNS},
+                "channel": NOTIFY_CHANNEL,
+                "notice": TASKS_NOTICE,
+            },
+        )
+        return
     await conn.execute(outbox.insert(), rows)
-    await notify(conn, TASKS_NOTICE + scheduled[0][0])  # for the runners, not the deciders
+    for resource in dict.fromkeys(command.resource for _, command in scheduled):
+        await notify(conn, TASKS_NOTICE + resource)  # for the runners, not the deciders
+
+
+_TASK_COLUMNS = (
+    "execution_id",
+    "task_id",
+    "state_name",
+    "resource",
+    "parameters_ref",
+    "idempotency_key",
+    "task_token",
+    "timeout_seconds",
+    "heartbeat_seconds",
+    "status",
+    "created_at",
+)
+_ADD_TASKS_POSTGRES = sa.text(
+    """
+    WITH added AS (
+        INSERT INTO outbox (execution_id, task_id, state_name, resource, parameters_ref,
+                            idempotency_key, task_token, timeout_seconds, heartbeat_seconds,
+                            status, created_at)
+        SELECT * FROM unnest(
+            CAST(:execution_id AS varchar[]), CAST(:task_id AS integer[]),
+            CAST(:state_name AS varchar[]), CAST(:resource AS varchar[]),
+            CAST(:parameters_ref AS text[]), CAST(:idempotency_key AS varchar[]),
+            CAST(:task_token AS varchar[]), CAST(:timeout_seconds AS double precision[]),
+            CAST(:heartbeat_seconds AS double precision[]), CAST(:status AS varchar[]),
+            CAST(:created_at AS timestamptz[])
+        )
+        RETURNING 1
+    )
+    SELECT count(pg_notify(:channel, CAST(:notice AS text) || r)),
+           (SELECT count(*) FROM added)
+    FROM (SELECT DISTINCT r FROM unnest(CAST(:resource AS varchar[])) AS given(r)) AS named
+    """
+)
 
 
 async def close_tasks(
