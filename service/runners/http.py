@@ -460,18 +460,35 @@ class HttpRunner:
     _results: list[Any] = field(default_factory=list)  # written by _write_results
     _writer: asyncio.Task[None] | None = None
     _next_start: dict[str, float] = field(default_factory=dict)
+    more_pending: bool = False  # see run_some
+    # Called when a task ends after a claim found more tasks than free capacity.
+    on_free: Callable[[], None] | None = None
+    _full: bool = False
 
     async def run_some(self) -> int:
-        """Start up to the free capacity of pending tasks; how many started."""
+        """Start up to the free capacity of pending tasks; how many started. Afterwards
+        ``more_pending`` says whether more may be waiting (the claim filled the capacity it
+        asked for); if not, none was left a moment ago and a notice tells of new ones."""
         free = self.concurrency - len(self._running)
+        self.more_pending = False
         if free <= 0:
+            self._full = True
             return 0
         claimed = await self._claim(free)
         for row in claimed:
             task = asyncio.create_task(self._run(*row))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
+        self.more_pending = len(claimed) == free
+        self._full = self._full or self.more_pending
         return len(claimed)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._full and self.on_free is not None:
+            # Tasks may wait in the outbox for this capacity: look now, not at the next notice.
+            self._full = False
+            self.on_free()
 
     async def close(self) -> None:
         """Let the requests in flight finish (their results are recorded), then close."""

@@ -105,6 +105,7 @@ class Worker:
         self._hooks_wake = asyncio.Event()
         self._http_wake = asyncio.Event()
         self.http_runner.on_recorded = lambda: self._notified("")
+        self.http_runner.on_free = self._http_wake.set
         self.container_runner = ContainerRunner(
             self.engine,
             container_backend or DockerEngine.from_environment(container_host),
@@ -211,7 +212,10 @@ class Worker:
             except Exception as exc:  # the database is away: try again later
                 log.warning("http runner: %s", exc)
                 started = 0
-            if not started:
+            # Look again at once only if the claim may have left tasks behind (a claim that
+            # finds nothing is a round trip for nothing): new ones come with a notice, and
+            # capacity that frees up wakes this lane (on_free).
+            if not started or not self.http_runner.more_pending:
                 # SQLite has no NOTIFY: poll briefly there.
                 await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
         await self.http_runner.close()
