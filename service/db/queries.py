@@ -49,7 +49,8 @@ aliases = StateMachineAliasRow.__table__  # type: ignore[attr-defined]
 _PAYLOAD_FIELDS = ("input", "output", "parameters")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 NOTIFY_CHANNEL = "statewright_wake"
-TASKS_NOTICE = "tasks:"  # the payload prefix of a wake-up for runners (new outbox tasks)
+# The payload prefix of a wake-up for runners (new outbox tasks), followed by their resource.
+TASKS_NOTICE = "tasks:"
 
 
 def _text(value: JSON) -> str:
@@ -432,6 +433,20 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
     """The database time, and up to ``limit`` executions locked for a decision due by then,
     earliest first (Postgres skips rows other workers hold). One round trip: the clock is read
     in the same statement."""
+    if is_postgres(conn):
+        # The same query as below, written out once: building and compiling it cost more CPU
+        # than the rest of an idle lane's turn.
+        rows = (await conn.execute(_CLAIM_DUE_POSTGRES, {"limit": limit})).all()
+    else:
+        rows = (await conn.execute(_claim_due_query(conn, limit))).all()
+    if not rows:
+        return await now(conn), []
+    at = aware(rows[0][len(_CLAIM_COLUMNS)])
+    assert at is not None
+    return at, [_claimed(row) for row in rows]
+
+
+def _claim_due_query(conn: AsyncConnection, limit: int) -> sa.Select[Any]:
     now_ = clock(conn)
     # Candidates from two index scans (a single OR over both would scan every execution):
     # the earliest due wake_at, and running executions with something in their inbox.
@@ -451,7 +466,7 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
         .subquery()
     )
     candidates = sa.union(sa.select(due.c.id), sa.select(waiting.c.id))
-    query = (
+    return (
         sa.select(*_CLAIM_COLUMNS, now_)
         .where(
             executions.c.id.in_(candidates),
@@ -460,14 +475,32 @@ async def claim_due(conn: AsyncConnection, limit: int) -> tuple[datetime, list[C
         .order_by(executions.c.wake_at)
         .limit(limit)
     )
-    if is_postgres(conn):
-        query = query.with_for_update(skip_locked=True)
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return await now(conn), []
-    at = aware(rows[0][len(_CLAIM_COLUMNS)])
-    assert at is not None
-    return at, [_claimed(row) for row in rows]
+
+
+_CLAIM_DUE_POSTGRES = sa.text(
+    """
+    SELECT e.id, e.arn, e.version_id, e.version, e.seed, e.input_ref, e.started_at,
+           e.token_key, statement_timestamp()
+    FROM executions AS e
+    WHERE e.id IN (
+        SELECT due.id FROM (
+            SELECT id FROM executions WHERE wake_at <= statement_timestamp()
+            ORDER BY wake_at LIMIT 4 * :limit
+        ) AS due
+        UNION
+        SELECT waiting.id FROM (
+            SELECT i.execution_id AS id
+            FROM inbox AS i JOIN executions AS x ON x.id = i.execution_id
+            WHERE x.status = 'RUNNING'
+            LIMIT 4 * :limit
+        ) AS waiting
+    )
+    AND (e.wake_at <= statement_timestamp() OR e.status = 'RUNNING')
+    ORDER BY e.wake_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
 
 
 async def lock_execution(
@@ -721,6 +754,47 @@ async def take_inboxes(
     return out
 
 
+async def take_incoming(
+    conn: AsyncConnection, execution_ids: Collection[str], at: datetime
+) -> tuple[dict[str, list[tuple[int, str, JSON, datetime]]], dict[str, list[tuple[datetime, str]]]]:
+    """take_inboxes and take_due_timers together: on Postgres in one round trip."""
+    if not execution_ids or not is_postgres(conn):
+        return await take_inboxes(conn, execution_ids), await take_due_timers(
+            conn, execution_ids, at
+        )
+    inboxes: dict[str, list[tuple[int, str, JSON, datetime]]] = {id_: [] for id_ in execution_ids}
+    due: dict[str, list[tuple[datetime, int, str]]] = {id_: [] for id_ in execution_ids}
+    rows = await conn.execute(_TAKE_INCOMING_POSTGRES, {"ids": list(execution_ids), "at": at})
+    for execution_id, id_, kind, body, created_at in rows:
+        if id_ is None:  # a timer: kind is its id, created_at its fire_at
+            due[execution_id].append((aware(created_at), _creation_order(kind), kind))
+        else:
+            inboxes[execution_id].append((id_, kind, json.loads(body), aware(created_at)))
+    for items in inboxes.values():
+        items.sort()
+    return inboxes, {
+        id_: [(fire_at, timer_id) for fire_at, _, timer_id in sorted(items)]
+        for id_, items in due.items()
+    }
+
+
+_TAKE_INCOMING_POSTGRES = sa.text(
+    """
+    WITH taken AS (
+        DELETE FROM inbox WHERE execution_id = ANY(CAST(:ids AS varchar[]))
+        RETURNING execution_id, id, kind, body, created_at
+    ), fired AS (
+        DELETE FROM timers
+        WHERE execution_id = ANY(CAST(:ids AS varchar[])) AND fire_at <= :at
+        RETURNING execution_id, timer_id, fire_at
+    )
+    SELECT execution_id, id, kind, body, created_at FROM taken
+    UNION ALL
+    SELECT execution_id, NULL, timer_id, NULL, fire_at FROM fired
+    """
+)
+
+
 async def take_due_timers(
     conn: AsyncConnection, execution_ids: Collection[str], at: datetime
 ) -> dict[str, list[tuple[datetime, str]]]:
@@ -907,7 +981,73 @@ async def claim_tasks(
     whose lease ran out (their runner died), marked RUNNING with a lease of ``lease`` seconds;
     TaskStarted is queued for those no runner took before. Executions run with a mock config
     test case are left to it. The Parameters are read here: a task in flight holds no
-    connection."""
+    connection. On Postgres the claim is one statement (see one_statement: the caller may run
+    it outside a transaction block); large Parameters are read after it, from payloads,
+    which never change."""
+    if is_postgres(conn):
+        result = await conn.execute(
+            _CLAIM_TASKS_POSTGRES,
+            {
+                "resources": list(resources),
+                "worker_id": worker_id,
+                "lease": float(lease),
+                "limit": limit,
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+        rows: Sequence[Any] = sorted(result.all(), key=lambda row: int(row[0]))
+    else:
+        rows = await _claim_tasks_sqlite(conn, resources, worker_id, lease, limit)
+    if not rows:
+        return []
+    values = await load_payloads(conn, [row[4] for row in rows])
+    return [
+        ClaimedTask(r[0], r[1], r[2], r[3], values[r[4]], r[5], r[6] == "PENDING") for r in rows
+    ]
+
+
+# claim_tasks in one round trip: lock the due rows (SKIP LOCKED), lease them, queue TaskStarted
+# for those no runner took before, and wake the deciders (NOTIFY is delivered at commit). The
+# clock is the statement's, read once, as the separate statements read it once before.
+_CLAIM_TASKS_POSTGRES = sa.text(
+    """
+    WITH taken AS (
+        SELECT o.id, o.status AS was
+        FROM outbox AS o JOIN executions AS e ON e.id = o.execution_id
+        WHERE o.resource = ANY(CAST(:resources AS varchar[]))
+          AND (o.status = 'PENDING'
+               OR (o.status = 'RUNNING' AND o.claim_expires_at < statement_timestamp()))
+          AND e.test_case IS NULL
+        ORDER BY o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED
+    ), claimed AS (
+        UPDATE outbox AS o
+        SET status = 'RUNNING', claimed_by = :worker_id,
+            claim_expires_at = statement_timestamp()
+                + CAST(:lease AS double precision) * interval '1 second'
+        FROM taken
+        WHERE o.id = taken.id
+        RETURNING o.id, o.execution_id, o.task_id, o.resource, o.parameters_ref,
+                  o.idempotency_key, taken.was
+    ), started AS (
+        INSERT INTO inbox (execution_id, kind, body, created_at)
+        SELECT execution_id, 'task_started', '{"task_id":' || task_id || '}',
+               statement_timestamp()
+        FROM claimed WHERE was = 'PENDING' ORDER BY id
+        RETURNING execution_id
+    )
+    SELECT claimed.*,
+           (SELECT count(pg_notify(:channel, s.execution_id))
+            FROM (SELECT execution_id FROM started LIMIT 1) AS s) AS notified
+    FROM claimed
+    """
+)
+
+
+async def _claim_tasks_sqlite(
+    conn: AsyncConnection, resources: Sequence[str], worker_id: str, lease: float, limit: int
+) -> Sequence[Any]:
     o, e = outbox, executions
     at = await now(conn)
     due = sa.or_(
@@ -929,8 +1069,6 @@ async def claim_tasks(
         .order_by(o.c.id)
         .limit(limit)
     )
-    if is_postgres(conn):
-        query = query.with_for_update(of=o, skip_locked=True)
     rows = (await conn.execute(query)).all()
     if not rows:
         return []
@@ -948,10 +1086,96 @@ async def claim_tasks(
         [(row[1], "task_started", {"task_id": row[2]}) for row in rows if row[6] == "PENDING"],
         at,
     )
-    values = await load_payloads(conn, [row[4] for row in rows])
-    return [
-        ClaimedTask(r[0], r[1], r[2], r[3], values[r[4]], r[5], r[6] == "PENDING") for r in rows
-    ]
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What a runner learned of a task it holds: its answers (inbox kind and body, in order),
+    and whether the task goes on waiting (for its callback) afterwards."""
+
+    outbox_id: int
+    execution_id: str
+    answers: Sequence[tuple[str, Mapping[str, JSON]]]
+    waiting: bool = False
+
+
+async def record_results(
+    conn: AsyncConnection, worker_id: str, results: Sequence[TaskResult]
+) -> None:
+    """Record the results of tasks ``worker_id`` holds: each closes its outbox row (a waiting
+    one stays RUNNING, claimed by nobody, until its callback or a timeout closes it) and
+    queues its answers, only if the row is still the worker's and RUNNING (a task that timed
+    out, was stopped or re-claimed meanwhile keeps its ending); then wakes the deciders. On
+    Postgres one statement (see one_statement)."""
+    if not results:
+        return
+    if is_postgres(conn):
+        answers = [
+            (r.outbox_id, r.execution_id, k, _text(b)) for r in results for k, b in r.answers
+        ]
+        await conn.execute(
+            _RECORD_RESULTS_POSTGRES,
+            {
+                "worker_id": worker_id,
+                "ids": [r.outbox_id for r in results],
+                "waiting": [r.waiting for r in results],
+                "a_ids": [a[0] for a in answers],
+                "a_executions": [a[1] for a in answers],
+                "a_kinds": [a[2] for a in answers],
+                "a_bodies": [a[3] for a in answers],
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+        return
+    o = outbox
+    at = await now(conn)
+    owned: set[int] = set()
+    for waiting in (False, True):
+        ids = [r.outbox_id for r in results if r.waiting == waiting]
+        if not ids:
+            continue
+        result = await conn.execute(
+            o.update()
+            .where(o.c.id.in_(ids), o.c.status == "RUNNING", o.c.claimed_by == worker_id)
+            .values(status="RUNNING" if waiting else "DONE", claimed_by=None, claim_expires_at=None)
+            .returning(o.c.id)
+        )
+        owned.update(row[0] for row in result)
+    await enqueue_many(
+        conn,
+        [(r.execution_id, k, b) for r in results if r.outbox_id in owned for k, b in r.answers],
+        at,
+    )
+
+
+# record_results in one round trip; the answers go into the inbox in the order given (its ids
+# order an execution's incoming events).
+_RECORD_RESULTS_POSTGRES = sa.text(
+    """
+    WITH closed AS (
+        UPDATE outbox AS o
+        SET status = CASE WHEN given.waiting THEN 'RUNNING' ELSE 'DONE' END,
+            claimed_by = NULL, claim_expires_at = NULL
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:waiting AS boolean[]))
+             AS given(id, waiting)
+        WHERE o.id = given.id AND o.status = 'RUNNING' AND o.claimed_by = :worker_id
+        RETURNING o.id
+    ), answered AS (
+        INSERT INTO inbox (execution_id, kind, body, created_at)
+        SELECT a.execution_id, a.kind, a.body, statement_timestamp()
+        FROM unnest(
+            CAST(:a_ids AS bigint[]), CAST(:a_executions AS varchar[]),
+            CAST(:a_kinds AS varchar[]), CAST(:a_bodies AS text[])
+        ) WITH ORDINALITY AS a(outbox_id, execution_id, kind, body, n)
+        WHERE a.outbox_id IN (SELECT id FROM closed)
+        ORDER BY a.n
+        RETURNING execution_id
+    )
+    SELECT count(pg_notify(:channel, s.execution_id))
+    FROM (SELECT execution_id FROM answered LIMIT 1) AS s
+    """
+)
 
 
 class StaleVersion(Exception):
@@ -967,7 +1191,8 @@ class StaleVersion(Exception):
 async def add_tasks(
     conn: AsyncConnection, scheduled: Sequence[tuple[str, ScheduleTask]], at: datetime
 ) -> None:
-    """Queue tasks for the runners (ScheduleTask commands of executions), and wake them."""
+    """Queue tasks for the runners (ScheduleTask commands of executions), and wake them: one
+    notice per resource, so only the runners of those resources look."""
     if not scheduled:
         return
     rows = [
@@ -986,8 +1211,56 @@ async def add_tasks(
         }
         for execution_id, command in scheduled
     ]
+    if is_postgres(conn):
+        # One round trip: the rows as arrays, the NOTIFY in the same statement.
+        await conn.execute(
+            _ADD_TASKS_POSTGRES,
+            {
+                **{name: [row[name] for row in rows] for name in _TASK_COLUMNS},
+                "channel": NOTIFY_CHANNEL,
+                "notice": TASKS_NOTICE,
+            },
+        )
+        return
     await conn.execute(outbox.insert(), rows)
-    await notify(conn, TASKS_NOTICE + scheduled[0][0])  # for the runners, not the deciders
+    for resource in dict.fromkeys(command.resource for _, command in scheduled):
+        await notify(conn, TASKS_NOTICE + resource)  # for the runners, not the deciders
+
+
+_TASK_COLUMNS = (
+    "execution_id",
+    "task_id",
+    "state_name",
+    "resource",
+    "parameters_ref",
+    "idempotency_key",
+    "task_token",
+    "timeout_seconds",
+    "heartbeat_seconds",
+    "status",
+    "created_at",
+)
+_ADD_TASKS_POSTGRES = sa.text(
+    """
+    WITH added AS (
+        INSERT INTO outbox (execution_id, task_id, state_name, resource, parameters_ref,
+                            idempotency_key, task_token, timeout_seconds, heartbeat_seconds,
+                            status, created_at)
+        SELECT * FROM unnest(
+            CAST(:execution_id AS varchar[]), CAST(:task_id AS integer[]),
+            CAST(:state_name AS varchar[]), CAST(:resource AS varchar[]),
+            CAST(:parameters_ref AS text[]), CAST(:idempotency_key AS varchar[]),
+            CAST(:task_token AS varchar[]), CAST(:timeout_seconds AS double precision[]),
+            CAST(:heartbeat_seconds AS double precision[]), CAST(:status AS varchar[]),
+            CAST(:created_at AS timestamptz[])
+        )
+        RETURNING 1
+    )
+    SELECT count(pg_notify(:channel, CAST(:notice AS text) || r)),
+           (SELECT count(*) FROM added)
+    FROM (SELECT DISTINCT r FROM unnest(CAST(:resource AS varchar[])) AS given(r)) AS named
+    """
+)
 
 
 async def close_tasks(
@@ -995,7 +1268,13 @@ async def close_tasks(
 ) -> None:
     """Close tasks that no longer wait for an answer (their outbox rows stay for the record)."""
     ids = list(task_ids)
-    if ids:
+    if ids and is_postgres(conn):
+        # Written out once: building the statement (an IN list of every task a decision
+        # closed) cost more CPU than running it.
+        await conn.execute(
+            _CLOSE_TASKS_POSTGRES, {"execution_id": execution_id, "ids": ids, "status": status}
+        )
+    elif ids:
         await conn.execute(
             outbox.update()
             .where(
@@ -1005,6 +1284,15 @@ async def close_tasks(
             )
             .values(status=status)
         )
+
+
+_CLOSE_TASKS_POSTGRES = sa.text(
+    """
+    UPDATE outbox SET status = :status
+    WHERE execution_id = :execution_id AND task_id = ANY(CAST(:ids AS integer[]))
+      AND status IN ('PENDING', 'RUNNING')
+    """
+)
 
 
 async def cancel_tasks(conn: AsyncConnection, execution_id: str, task_ids: Iterable[int]) -> None:

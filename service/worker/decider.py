@@ -91,7 +91,9 @@ class Decider:
         self._machines: dict[int, tuple[StateMachine, queries.VersionRecord]] = {}
         self._single = 0  # after a failed batch: decide this many alone, to isolate the cause
         self.decisions = 0
-        self.tasks_scheduled = 0  # outbox rows queued so far (runners in this process look)
+        # Resources of the tasks committed since a lane last took them (take_scheduled): the
+        # runners of this process that have work to look for.
+        self._resources: set[str] = set()
 
     async def decide_due(self) -> int:
         """Decide the executions that are due (up to ``batch_size``); 0 when none is."""
@@ -129,12 +131,20 @@ class Decider:
                 raise
         self._committed(decided)
 
+    def take_scheduled(self) -> set[str]:
+        """The resources of tasks queued by decisions committed since the last call."""
+        resources, self._resources = self._resources, set()
+        return resources
+
     def _committed(self, decided: list[_Work]) -> None:
-        """Metrics and trace spans of committed decisions."""
+        """Metrics and trace spans of committed decisions; the resources of their tasks."""
         metrics.DECISIONS.inc(len(decided))
         for work in decided:
             execution = work.execution
             assert execution is not None
+            self._resources.update(
+                c.resource for c in execution.commands if isinstance(c, ScheduleTask)
+            )
             metrics.count_events(work.record.name, execution.new_events)
             if self.tracer is not None:
                 try:
@@ -259,8 +269,7 @@ class Decider:
         this transaction, in the order they happened. A heartbeat that came before its task's
         heartbeat timer fell due supersedes that timer (the heartbeat re-arms it)."""
         ids = [work.claimed.id for work in works]
-        inboxes = await queries.take_inboxes(conn, ids)
-        due = await queries.take_due_timers(conn, ids, at)
+        inboxes, due = await queries.take_incoming(conn, ids, at)
         # An execution at version 0 has not started: its row is the start request.
         refs = [work.claimed.input_ref for work in works if not work.claimed.version]
         inputs = await queries.load_payloads(conn, refs) if refs else {}
@@ -342,7 +351,6 @@ class Decider:
                 closed_ids.append(claimed.id)
         await queries.insert_event_rows(conn, rows)
         await queries.add_tasks(conn, scheduled, at)
-        self.tasks_scheduled += len(scheduled)
         for execution_id, task_ids in cancelled.items():
             await queries.cancel_tasks(conn, execution_id, task_ids)
         await queries.replace_timers(conn, timers_deleted, timers_created)

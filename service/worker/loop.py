@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import logs, metrics, schedules, tracing, webhooks
 from service.db import queries
 from service.db.engine import create_engine, is_postgres, normalize_url
+from service.runners import container, http
 from service.runners.container import ContainerBackend, ContainerRunner
 from service.runners.docker import DockerEngine
 from service.runners.http import HttpRunner, Outbound
@@ -104,6 +105,7 @@ class Worker:
         self._hooks_wake = asyncio.Event()
         self._http_wake = asyncio.Event()
         self.http_runner.on_recorded = lambda: self._notified("")
+        self.http_runner.on_free = self._http_wake.set
         self.container_runner = ContainerRunner(
             self.engine,
             container_backend or DockerEngine.from_environment(container_host),
@@ -156,15 +158,14 @@ class Worker:
         while not self.stopping.is_set():
             wake.clear()
             try:
-                scheduled = self.decider.tasks_scheduled
                 worked = await self.decider.decide_due()
                 backoff = 0.1
-                if worked and (
-                    self.decider.tasks_scheduled != scheduled or not is_postgres(self.url)
-                ):
-                    # Tell this process's runners of the tasks at once: on Postgres without
-                    # waiting for the NOTIFY to come back; the embedded store has none (and
-                    # another lane may have queued them meanwhile: look anyway).
+                # Tell this process's runners of the tasks at once: on Postgres without
+                # waiting for the NOTIFY to come back; the embedded store has none (and
+                # another lane may have queued them meanwhile: every runner looks anyway).
+                for resource in self.decider.take_scheduled():
+                    self._notified(queries.TASKS_NOTICE + resource)
+                if worked and not is_postgres(self.url):
                     self._notified(queries.TASKS_NOTICE)
             except queries.StaleVersion:
                 metrics.LEASE_LOSSES.inc()
@@ -211,7 +212,10 @@ class Worker:
             except Exception as exc:  # the database is away: try again later
                 log.warning("http runner: %s", exc)
                 started = 0
-            if not started:
+            # Look again at once only if the claim may have left tasks behind (a claim that
+            # finds nothing is a round trip for nothing): new ones come with a notice, and
+            # capacity that frees up wakes this lane (on_free).
+            if not started or not self.http_runner.more_pending:
                 # SQLite has no NOTIFY: poll briefly there.
                 await self._sleep(wake, self.poll_seconds if is_postgres(self.url) else 0.05)
         await self.http_runner.close()
@@ -301,10 +305,17 @@ class Worker:
         if payload.startswith(webhooks.HOOKS_NOTICE):
             self._hooks_wake.set()
         elif payload.startswith(queries.TASKS_NOTICE):
+            # The notice names a resource: only its runner looks (a claim that finds nothing
+            # is a round trip and a query plan for nothing). Anything else (an older worker's
+            # notice, or none): every runner looks. Mocks answer tasks of any resource.
+            resource = payload[len(queries.TASKS_NOTICE) :]
+            named = resource.startswith("arn:")
             if self._mock_wake is not None:
                 self._mock_wake.set()
-            self._http_wake.set()
-            self._container_wake.set()
+            if not named or resource in http.RESOURCES:
+                self._http_wake.set()
+            if not named or resource in container.RESOURCES:
+                self._container_wake.set()
         elif self._idle:
             self._idle[-1].set()
         else:
