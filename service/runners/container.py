@@ -65,6 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import logs, metrics
 from service.db import queries
+from service.db.engine import one_statement
 from service.runners.http import TaskFailure
 from statemachine.payload import payload_size
 
@@ -480,32 +481,15 @@ class ContainerRunner:
     async def _record(self, claimed: Claimed, answers: list[tuple[str, dict[str, JSON]]]) -> bool:
         """Record the result if the row is still this worker's RUNNING row. True once the
         container is no longer needed (recorded, or the task was closed meanwhile)."""
-        o = queries.outbox
         waiting = _waits(claimed.resource) and answers[0][0] == "task_submitted"
+        # A callback task waits on: its row stays open (RUNNING, claimed by nobody) until the
+        # callback or a timeout closes it. Only a row still this worker's and RUNNING is
+        # closed (queries.record_results, shared with the HTTP runner).
+        result = queries.TaskResult(claimed.outbox_id, claimed.execution_id, answers, waiting)
         for attempt in range(5):
             try:
-                async with self.engine.begin() as conn:
-                    at = await queries.now(conn)
-                    # A callback task waits on: its row stays open (RUNNING, claimed by
-                    # nobody) until the callback or a timeout closes it.
-                    result = await conn.execute(
-                        o.update()
-                        .where(
-                            o.c.id == claimed.outbox_id,
-                            o.c.status == "RUNNING",
-                            o.c.claimed_by == self.worker_id,
-                        )
-                        .values(
-                            status="RUNNING" if waiting else "DONE",
-                            claimed_by=None,
-                            claim_expires_at=None,
-                        )
-                        .returning(o.c.id)
-                    )
-                    if result.first() is not None:
-                        await queries.enqueue_many(
-                            conn, [(claimed.execution_id, k, b) for k, b in answers], at
-                        )
+                async with one_statement(self.engine) as conn:
+                    await queries.record_results(conn, self.worker_id, [result])
                 if self.on_recorded is not None:
                     self.on_recorded()
                 return True
