@@ -26,7 +26,7 @@ from statemachine import dataflow
 from statemachine.definition import StateMachine
 from statemachine.errors import StateMachineError, StatesFailure
 from statemachine.events import Event
-from statemachine.interpreter import Execution, replay
+from statemachine.interpreter import TASK_FAILURE_EVENTS, Execution, replay
 
 JSON = Any
 PATH_SCHEME = (
@@ -36,22 +36,7 @@ PATH_SCHEME = (
 MAX_FAILED_INDEXES = 100
 # Events that report a state's failure with the engine's decision in meta (retry, catch or
 # neither): what a Task, Parallel or Map state does with an error.
-_FAILURES = frozenset(
-    {
-        "TaskFailed",
-        "TaskTimedOut",
-        "TaskStartFailed",
-        "TaskSubmitFailed",
-        "LambdaFunctionFailed",
-        "LambdaFunctionTimedOut",
-        "LambdaFunctionScheduleFailed",
-        "LambdaFunctionStartFailed",
-        "ActivityFailed",
-        "ActivityTimedOut",
-        "ParallelStateFailed",
-        "MapStateFailed",
-    }
-)
+_FAILURES = frozenset((*TASK_FAILURE_EVENTS, "ParallelStateFailed", "MapStateFailed"))
 _CLOSING = {
     "ExecutionSucceeded": "SUCCEEDED",
     "ExecutionFailed": "FAILED",

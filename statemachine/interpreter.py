@@ -53,6 +53,19 @@ from statemachine.payload import Scope, dumps, evaluate_template, payload_size, 
 JSON = Any
 
 MAX_PAYLOAD_BYTES = 262_144  # AWS: state and task payloads are at most 256 KiB
+# The events that end a task's attempt with an error (the state's Retry and Catch decide).
+TASK_FAILURE_EVENTS = (
+    "TaskFailed",
+    "TaskTimedOut",
+    "TaskStartFailed",
+    "TaskSubmitFailed",
+    "LambdaFunctionFailed",
+    "LambdaFunctionTimedOut",
+    "LambdaFunctionScheduleFailed",
+    "LambdaFunctionStartFailed",
+    "ActivityFailed",
+    "ActivityTimedOut",
+)
 MAX_HISTORY_EVENTS = 25_000
 REDRIVABLE = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 MAX_VARIABLES_BYTES = 10 * 1024 * 1024  # AWS: all workflow variables of an execution
@@ -1361,21 +1374,7 @@ _APPLIERS: dict[str, Callable[[Execution, Event, Frame], None]] = {
         ("TaskSucceeded", "LambdaFunctionSucceeded", "ActivitySucceeded"),
         Execution._apply_task_succeeded,
     ),
-    **dict.fromkeys(
-        (
-            "TaskFailed",
-            "TaskTimedOut",
-            "TaskStartFailed",
-            "TaskSubmitFailed",
-            "LambdaFunctionFailed",
-            "LambdaFunctionTimedOut",
-            "LambdaFunctionScheduleFailed",
-            "LambdaFunctionStartFailed",
-            "ActivityFailed",
-            "ActivityTimedOut",
-        ),
-        Execution._apply_task_failed,
-    ),
+    **dict.fromkeys(TASK_FAILURE_EVENTS, Execution._apply_task_failed),
     "ParallelStateFailed": Execution._apply_children_failed,
     "MapStateFailed": Execution._apply_children_failed,
     "ParallelStateStarted": Execution._apply_parallel_started,

@@ -11,7 +11,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from service.positions import locate
 from service.readmodel import HistoryFold, state_at
 from statemachine import TaskError, TaskRequest, parse, run_local
 from tests.service.server import Server, running_server
+from tests.service.test_webhooks import wait_for
 
 JSON = Any
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -94,16 +95,6 @@ GROUPS = {
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds:.0f} s: {what}")
 
 
 @pytest.fixture
