@@ -175,6 +175,7 @@ class ExecutionSummary:
     # AWS reports these when the execution was started through a version or an alias ARN.
     state_machine_version_arn: str | None = None
     state_machine_alias_arn: str | None = None
+    redrive_count: int = 0  # ExecutionRedriven events so far (AWS: redriveCount)
 
 
 def state_machine_arn(name: str) -> str:
@@ -1056,6 +1057,7 @@ async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
                     queries.state_machines.c.arn,
                     e.c.qualifier,
                     queries.versions.c.version,
+                    e.c.redrive_count,
                 )
                 .join(queries.state_machines, queries.state_machines.c.id == e.c.state_machine_id)
                 .join(queries.versions, queries.versions.c.id == e.c.version_id)
@@ -1082,6 +1084,7 @@ async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
         state_machine_alias_arn=(
             f"{row[11]}:{row[12]}" if row[12] and not row[12].isdigit() else None
         ),
+        redrive_count=row[14],
     )
 
 

@@ -106,6 +106,7 @@ class ExecutionPublic(BaseModel):
     started_at: datetime
     stopped_at: datetime | None = None
     events: int
+    redrive_count: int = 0
 
 
 class ExecutionStop(BaseModel):

@@ -160,6 +160,21 @@ export async function render() {
       signIn(err);
       return;
     }
+    if (err instanceof ApiError && err.status === 404) {
+      // Something the address names does not exist (or no longer does): say what, and
+      // where to go instead, rather than an empty page.
+      const [what, back, label] = route.section === 'executions'
+        ? ['execution', '/ui/executions', 'All executions']
+        : route.section === 'state-machines'
+          ? ['state machine', '/ui/state-machines', 'All state machines']
+          : ['page', '/ui/state-machines', 'State machines'];
+      replace(main, h('div', { class: 'not-found', role: 'alert' },
+        h('h1', {}, `No such ${what}`),
+        h('p', {}, `There is no ${what} `, h('code', {}, route.params[0] || location.pathname),
+          ' on this server. ', h('span', { class: 'muted' }, err.message)),
+        h('p', {}, h('a', { href: back }, label))));
+      return;
+    }
     replace(main, h('h1', {}, 'Could not load this page'));
     showError(err);
   }
