@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run samples test test-viewer check audit torture conformance bench clean
+.PHONY: run samples test test-viewer screenshots check audit torture conformance bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 # (apt-get install -y chromium, as .ci/run does).
 test-viewer: $(STAMP)
 	scripts/test -m viewer tests/viewer
+
+# Refresh the README's screenshots of the viewer (docs/screenshots/, 1280x800).
+screenshots: $(STAMP)
+	STATEWRIGHT_SCREENSHOTS=docs/screenshots scripts/test tests/viewer/test_screenshots.py
 
 check: $(STAMP)
 	scripts/check
