@@ -126,3 +126,28 @@ def test_redrive_from_the_page(viewer: Page, server: Server, api: httpx.Client) 
     viewer.get_by_label("Event type").select_option("ExecutionRedriven")
     expect(viewer.locator("tr.event-row")).to_have_count(1)
     assert api.get(f"/executions/{execution}").json()["output"] == {"open": True}
+
+
+def test_upload_a_definition_from_the_viewer(
+    viewer: Page, server: Server, api: httpx.Client
+) -> None:
+    name = unique("uploaded")
+    viewer.goto("/ui/state-machines")
+    viewer.get_by_text("New state machine").click()
+    viewer.get_by_label("Name").fill(name)
+    broken = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nowhere"}}}
+    viewer.get_by_label("Definition (ASL JSON)").fill(json.dumps(broken, indent=2))
+    viewer.get_by_role("button", name="Create").click()
+    expect(viewer.locator("#new-error")).to_contain_text("fix them before creating it")
+    expect(viewer.locator("#new-machine")).to_contain_text("Nowhere")
+    assert api.get(f"/state-machines/{name}").status_code == 404  # nothing was created
+
+    fixed = {
+        "StartAt": "A",
+        "States": {"A": {"Type": "Pass", "Next": "B"}, "B": {"Type": "Succeed"}},
+    }
+    viewer.get_by_label("Definition (ASL JSON)").fill(json.dumps(fixed, indent=2))
+    viewer.get_by_role("button", name="Create").click()
+    expect(viewer).to_have_url(f"{server.base_url}/ui/state-machines/{name}")
+    expect(viewer.locator('g.node[data-path="B"]')).to_be_visible()
+    assert api.get(f"/state-machines/{name}").json()["definition"] == fixed

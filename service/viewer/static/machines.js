@@ -24,6 +24,7 @@ export async function machinesPage(ctx) {
     h('td', {}, fmtTime(m.created_at))));
   replace(ctx.main,
     h('h1', {}, 'State machines'),
+    newMachineForm(ctx),
     machines.length
       ? h('table', { class: 'list' },
         h('caption', { class: 'sr-only' }, 'State machines and their executions by status'),
@@ -32,6 +33,70 @@ export async function machinesPage(ctx) {
       : h('div', { class: 'card' }, h('p', {}, 'No state machines yet.'),
         h('p', { class: 'muted' }, 'Create one with ', h('code', {}, 'statewright apply'), ' or ',
           h('code', {}, 'POST /api/v1/state-machines'), '.')));
+}
+
+/** Upload a definition: a new state machine, or a new version of one of the same name (the
+ * API publishes a version only when the definition changed). Validated by the server first;
+ * a definition with an ERROR diagnostic is not sent. */
+function newMachineForm(ctx) {
+  const name = h('input', { id: 'new-name', type: 'text', maxlength: 80, required: true, spellcheck: 'false' });
+  const text = h('textarea', {
+    id: 'new-definition', class: 'editor', rows: 14, spellcheck: 'false',
+    placeholder: '{"StartAt": "Hello", "States": {"Hello": {"Type": "Pass", "End": true}}}',
+  });
+  const file = h('input', { id: 'new-file', type: 'file', accept: '.json,application/json' });
+  const message = h('p', { id: 'new-error', class: 'form-error', role: 'alert' });
+  const found = h('div', {});
+  const view = h('div', { class: 'code-wrap' });
+  const show = async () => {
+    const diagnostics = await validate(text.value, ctx.signal);
+    replace(view, diagnostics.length ? codeView(text.value, diagnostics) : null);
+    replace(found, diagnostics.length
+      ? diagnosticList(diagnostics, view)
+      : h('p', { class: 'muted' }, 'No diagnostics.'));
+    return diagnostics;
+  };
+  file.addEventListener('change', async () => {
+    const chosen = file.files && file.files[0];
+    if (!chosen) return;
+    text.value = await chosen.text();
+    if (!name.value.trim()) name.value = chosen.name.replace(/(\.asl)?\.json$/i, '');
+    show().catch((err) => ctx.showError(err, 'Validating'));
+  });
+  const check = h('button', { type: 'button' }, 'Validate');
+  check.addEventListener('click', () => show().catch((err) => ctx.showError(err, 'Validating')));
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Create');
+  const form = h('form', { class: 'new-machine', novalidate: true },
+    h('label', { for: 'new-name' }, 'Name'), name,
+    h('label', { for: 'new-definition' }, 'Definition (ASL JSON)'), text,
+    h('label', { for: 'new-file' }, 'or a file'), file,
+    message, found, view,
+    h('div', { class: 'actions' }, check, submit));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    message.textContent = '';
+    if (!name.value.trim()) {
+      message.textContent = 'Give the state machine a name.';
+      name.focus();
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const diagnostics = await show();
+      if (diagnostics.some((d) => d.severity === 'ERROR')) {
+        message.textContent = 'The definition has errors (below): fix them before creating it.';
+        return;
+      }
+      const made = await post('/state-machines', { name: name.value.trim(), definition: JSON.parse(text.value) }, { signal: ctx.signal });
+      ctx.navigate(`/ui/state-machines/${enc(made.name)}`);
+    } catch (err) {
+      if (err instanceof ApiError && !err.auth) message.textContent = `The server refused: ${err.message}`;
+      else ctx.showError(err, 'Creating the state machine');
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return h('details', { class: 'card', id: 'new-machine' }, h('summary', {}, 'New state machine (or a new version)'), form);
 }
 
 const TABS = [['graph', 'Graph'], ['definition', 'Definition'], ['versions', 'Versions'], ['start', 'Start execution']];
