@@ -257,6 +257,7 @@ def command_serve(args: argparse.Namespace) -> int:
         print(
             "\n  Statewright dev server: no sign-in, embedded SQLite store "
             f"({url}).\n  Do not expose it: it listens on {args.host} only.\n"
+            f"  Viewer: http://{args.host}:{args.port}/\n"
             f"  API:  http://{args.host}:{args.port}/  (AWS SDKs: endpoint_url=http://{args.host}:{args.port})\n"
             f"  REST: http://{args.host}:{args.port}/api/v1  docs: http://{args.host}:{args.port}/docs\n",
             file=sys.stderr,
