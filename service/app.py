@@ -194,7 +194,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A fixed pool: under load, requests wait for a connection rather than open and
         # close one each (a new connection costs more than the statement it would run).
         app.state.engine = create_engine(
-            settings.database_url, pool_size=settings.database_pool_size, max_overflow=0
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=0,
+            pooler=settings.database_pooler,
         )
         app.state.auth = (
             Authenticator(app.state.engine, sealer) if sealer and settings.auth else None

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from service.db.engine import DatabaseURLError
+from service.db.engine import POOLERS, DatabaseURLError, is_postgres, normalize_url
 from statemachine import (
     DefinitionError,
     InvalidExecutionInput,
@@ -136,6 +136,17 @@ DATABASE_HELP = (
     "postgresql://user@host:port/db or sqlite:///path (default: $STATEWRIGHT_DATABASE_URL, "
     "else the embedded SQLite store in .statewright/)"
 )
+POOLER_HELP = (
+    "what sits between Statewright and Postgres: 'transaction' for a pooler in transaction "
+    "mode such as PgBouncer's pool_mode=transaction (no prepared statements kept, LISTEN "
+    "only on --listen-database-url); 'session' or 'none' need nothing (default: "
+    "$STATEWRIGHT_DATABASE_POOLER, else none)"
+)
+LISTEN_HELP = (
+    "a direct postgresql:// URL (not through a transaction pooler) for the workers' LISTEN "
+    "wake-ups (default: $STATEWRIGHT_LISTEN_DATABASE_URL; unset, the database URL, or "
+    "polling behind a transaction pooler)"
+)
 
 
 MOCK_HELP = (
@@ -152,7 +163,27 @@ def _mock_config(args: argparse.Namespace) -> str | None:
 
 
 def _database_url(args: argparse.Namespace) -> str | None:
+    """The command's database URL (flag, else environment). The --database-pooler and
+    --listen-database-url flags go to the environment, so that every engine this process
+    makes (Alembic's too) and every Settings() sees them."""
+    pooler = getattr(args, "database_pooler", None)
+    if pooler:
+        os.environ["STATEWRIGHT_DATABASE_POOLER"] = pooler
+    listen = getattr(args, "listen_database_url", None)
+    if listen:
+        if not is_postgres(normalize_url(listen)):
+            raise UsageError("--listen-database-url must be a postgresql:// URL")
+        os.environ["STATEWRIGHT_LISTEN_DATABASE_URL"] = listen
     return args.database_url or os.environ.get("STATEWRIGHT_DATABASE_URL") or None
+
+
+def _database_flags(parser: argparse.ArgumentParser, *, listen: bool = False) -> None:
+    """--database-url and --database-pooler (and, for commands that run workers,
+    --listen-database-url)."""
+    parser.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    parser.add_argument("--database-pooler", choices=POOLERS, help=POOLER_HELP)
+    if listen:
+        parser.add_argument("--listen-database-url", metavar="URL", help=LISTEN_HELP)
 
 
 def command_db_upgrade(args: argparse.Namespace) -> int:
@@ -636,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--older-than", required=True, metavar="AGE", help="30d, 12h, 45m or 90s")
     purge.add_argument("--batch", type=int, default=500, help="executions per transaction")
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
-    purge.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    _database_flags(purge)
     purge.set_defaults(handler=command_purge)
 
     db = commands.add_parser("db", help="database schema commands")
@@ -644,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade = db_commands.add_parser(
         "upgrade", help="create or migrate the schema to the latest version (Alembic)"
     )
-    db_upgrade.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    _database_flags(db_upgrade)
     db_upgrade.set_defaults(handler=command_db_upgrade)
 
     worker = commands.add_parser(
@@ -653,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Claim executions that need a decision, run the engine, and append the "
         "result in one transaction. Run any number of workers against one database.",
     )
-    worker.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+    _database_flags(worker, listen=True)
     worker.add_argument("--lanes", type=int, default=2, help="concurrent decisions (default 2)")
     worker.add_argument(
         "--metrics-port",
@@ -679,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("api", "run the API only (workers run as separate `statewright worker` processes)"),
     ):
         server = commands.add_parser(command, help=summary, description=summary)
-        server.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+        _database_flags(server, listen=command != "api")
         server.add_argument(
             "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
         )
@@ -716,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_revoke = keys_commands.add_parser("revoke", help="revoke a key for good")
     keys_revoke.add_argument("id", help="the key id (SWK...)")
     for sub in (keys_create, keys_list, keys_revoke):
-        sub.add_argument("--database-url", metavar="URL", help=DATABASE_HELP)
+        _database_flags(sub)
     keys_commands.add_parser(
         "server-key", help="print a new random server key for STATEWRIGHT_SECRET_KEY"
     )

@@ -15,6 +15,15 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Postgres connections the API keeps open (requests beyond it wait for one).
     database_pool_size: int = 20
+    # What sits between Statewright and Postgres. "transaction": a pooler in transaction
+    # mode (PgBouncer pool_mode=transaction): no prepared statement outlives its statement,
+    # no session state is relied on, and workers LISTEN on listen_database_url (without
+    # one they poll). "session" and "none" need nothing. Every engine of the process
+    # (migrations, purge, keys too) follows it.
+    database_pooler: Literal["none", "session", "transaction"] = "none"
+    # A direct connection to Postgres (not through a transaction pooler) for the workers'
+    # LISTEN; unset, the database URL.
+    listen_database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1  # in-process worker lanes of `serve` and `dev`

@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 DEFAULT_SQLITE_PATH = Path(".statewright") / "statewright.db"
+
+# What sits between Statewright and Postgres (STATEWRIGHT_DATABASE_POOLER).
+Pooler = Literal["none", "session", "transaction"]
+POOLERS: tuple[Pooler, ...] = ("none", "session", "transaction")
 
 
 class DatabaseURLError(ValueError):
@@ -40,12 +45,41 @@ def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
 
 
+def configured_pooler() -> Pooler:
+    """The pooler STATEWRIGHT_DATABASE_POOLER declares (the --database-pooler flag sets it
+    for the whole process, so Alembic's engine follows it too)."""
+    from service.settings import Settings
+
+    return Settings().database_pooler
+
+
+def pooler_connect_args(pooler: Pooler) -> dict[str, Any]:
+    """The asyncpg connection arguments that make an engine safe behind ``pooler``."""
+    if pooler != "transaction":
+        return {}
+    # A transaction pooler hands each transaction (and each statement outside one) whichever
+    # server connection is free: a statement prepared in one transaction is missing, or is
+    # another client's, in the next. statement_cache_size=0 makes asyncpg prepare unnamed
+    # statements and send their Parse again with every execution, in the same Sync
+    # (asyncpg's Connection._get_statement, "assuming people are running PgBouncer");
+    # SQLAlchemy's dialect must not keep them either (prepared_statement_cache_size=0).
+    # No unique prepared_statement_name_func: a named statement is parsed and executed in
+    # two round trips, which outside a transaction block (starts are written in autocommit)
+    # may reach two different server connections.
+    return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+
 def create_engine(
-    url: str | None, *, pool_size: int = 5, max_overflow: int | None = None
+    url: str | None,
+    *,
+    pool_size: int = 5,
+    max_overflow: int | None = None,
+    pooler: Pooler | None = None,
 ) -> AsyncEngine:
     """An async engine for ``url`` (normalized first); Postgres connections are pooled,
     ``pool_size`` kept open and up to ``max_overflow`` (default: as many again) opened for
-    bursts and closed after."""
+    bursts and closed after. ``pooler`` (default: STATEWRIGHT_DATABASE_POOLER) says what
+    sits between the engine and Postgres."""
     url = normalize_url(url)
     if is_postgres(url):
         # No pre-ping: it costs a round trip per checkout; callers retry on connection errors.
@@ -53,6 +87,7 @@ def create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size if max_overflow is None else max_overflow,
+            connect_args=pooler_connect_args(pooler or configured_pooler()),
         )
     path = make_url(url).database
     if path and path != ":memory:":

@@ -1,7 +1,8 @@
 """The worker process: decide for executions that need it, until told to stop.
 
 Wake-ups: Postgres LISTEN/NOTIFY (a start or a task result wakes a worker within
-milliseconds), the earliest ``wake_at`` (timers), and polling as a fallback. A worker that
+milliseconds), the earliest ``wake_at`` (timers), and polling as a fallback (the only way
+behind a transaction pooler without a direct URL to LISTEN on). A worker that
 loses its database retries with back-off and goes on; SIGTERM lets the decisions in flight
 finish (their transactions commit or roll back), then the process exits.
 """
@@ -19,11 +20,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import logs, metrics, schedules, tracing, webhooks
 from service.db import queries
-from service.db.engine import create_engine, is_postgres, normalize_url
+from service.db.engine import Pooler, configured_pooler, create_engine, is_postgres, normalize_url
 from service.runners import container, http
 from service.runners.container import ContainerBackend, ContainerRunner
 from service.runners.docker import DockerEngine
@@ -65,10 +67,19 @@ class Worker:
         container_lease_seconds: float = 30.0,
         container_networks: str = "",
         container_backend: ContainerBackend | None = None,
+        database_pooler: Pooler | None = None,
+        listen_database_url: str | None = None,
     ) -> None:
         self.url = normalize_url(database_url)
+        self.pooler = database_pooler or configured_pooler()
         # Lanes, the listener, the HTTP runner's claims and result writes, the sweeps.
-        self.engine = engine or create_engine(self.url, pool_size=lanes + 4)
+        self.engine = engine or create_engine(self.url, pool_size=lanes + 4, pooler=self.pooler)
+        # LISTEN is session state: behind a transaction pooler it needs a direct connection
+        # to Postgres, or the worker polls (every poll_seconds).
+        self.listen_url = normalize_url(listen_database_url) if listen_database_url else None
+        self.listens = is_postgres(self.url) and (
+            self.listen_url is not None or self.pooler != "transaction"
+        )
         self.tracer = tracing.Tracer(otlp_endpoint) if otlp_endpoint else None
         self.decider = Decider(self.engine, tracer=self.tracer)
         # SQLite has one writer at a time: more lanes would only wait on its lock.
@@ -129,7 +140,16 @@ class Worker:
 
     async def run(self) -> None:
         """Run until stop() (or SIGTERM/SIGINT when installed by main)."""
-        listener = asyncio.create_task(self._listen()) if is_postgres(self.url) else None
+        if self.listen_url is not None and self.listens:
+            shown = make_url(self.listen_url).render_as_string(hide_password=True)
+            log.info("listening for wake-ups on %s (STATEWRIGHT_LISTEN_DATABASE_URL)", shown)
+        elif is_postgres(self.url) and not self.listens:
+            log.info(
+                "database pooler in transaction mode and no STATEWRIGHT_LISTEN_DATABASE_URL: "
+                "no LISTEN/NOTIFY wake-ups, polling every %.1f s",
+                self.poll_seconds,
+            )
+        listener = asyncio.create_task(self._listen()) if self.listens else None
         try:
             lanes = [self._lane(i) for i in range(self.lanes)]
             if self.mock_runner is not None:
@@ -339,10 +359,21 @@ class Worker:
             await asyncio.wait_for(wake.wait(), timeout=seconds)
 
     async def _listen(self) -> None:
-        """Hold a LISTEN connection; reconnect when it drops."""
+        """Hold a LISTEN connection (on the direct URL when there is one); reconnect when it
+        drops."""
+        engine = self.engine
+        if self.listen_url is not None:
+            engine = create_engine(self.listen_url, pool_size=1, max_overflow=0, pooler="none")
+        try:
+            await self._hold_listener(engine)
+        finally:
+            if engine is not self.engine:
+                await engine.dispose()
+
+    async def _hold_listener(self, engine: AsyncEngine) -> None:
         while not self.stopping.is_set():
             try:
-                async with self.engine.connect() as conn:
+                async with engine.connect() as conn:
                     raw = await conn.get_raw_connection()
                     driver = raw.driver_connection
                     assert driver is not None
@@ -380,6 +411,8 @@ def settings_options(settings: Settings) -> dict[str, Any]:
         "container_lease_seconds": settings.container_lease_seconds,
         "container_networks": settings.container_networks,
         "container_backend": container_backend(settings),
+        "database_pooler": settings.database_pooler,
+        "listen_database_url": settings.listen_database_url,
     }
 
 

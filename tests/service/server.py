@@ -117,9 +117,11 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def create_key(database_url: str, name: str = "tests") -> tuple[str, str]:
+def create_key(
+    database_url: str, name: str = "tests", env: dict[str, str] | None = None
+) -> tuple[str, str]:
     """A new API key in the database, made the way users make one: ``statewright keys
-    create --json``. Returns (id, secret)."""
+    create --json`` (with ``env`` added to the test settings). Returns (id, secret)."""
     done = subprocess.run(
         [
             *(sys.executable, "-m", "service.cli", "keys", "create"),
@@ -127,7 +129,7 @@ def create_key(database_url: str, name: str = "tests") -> tuple[str, str]:
         ],
         cwd=ROOT,
         capture_output=True,
-        env=_child_env(),
+        env={**_child_env(), **(env or {})},
         timeout=60,
     )
     if done.returncode != 0:
@@ -215,10 +217,11 @@ def running_server(
     env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start ``statewright serve`` (or ``command``: ``dev``, ``api``) on ``database_url``, with
-    ``env`` added to the test settings; yield it once healthy; stop it after."""
+    ``env`` added to the test settings (of ``keys create`` too); yield it once healthy; stop
+    it after."""
     deadline = time.monotonic() + START_TIMEOUT_S
     server: Server | None = None
-    key = create_key(database_url)
+    key = create_key(database_url, env=env)
     try:
         for _ in range(START_ATTEMPTS):
             server = _launch(database_url, backend, log_path, workers, key, command, env)
