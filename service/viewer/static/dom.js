@@ -6,8 +6,9 @@ const SVG_NS = 'http://www.w3.org/2000/svg';
 function apply(el, attrs) {
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith('on') && typeof value === 'function') {
-      el.addEventListener(key.slice(2).toLowerCase(), value);
+    if (key.startsWith('on')) {
+      // Handlers are functions; a string here would become inline script, so it is dropped.
+      if (typeof value === 'function') el.addEventListener(key.slice(2).toLowerCase(), value);
     } else if (key === 'text') {
       el.textContent = value;
     } else if (key === 'dataset') {
