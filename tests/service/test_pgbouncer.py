@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from service.db.engine import Pooler, create_engine
 from tests.postgres import PostgresServer
 from tests.service.server import ROOT, _child_env, running_server
-from tests.service.test_api_rest import start, task_token, upload, wait_status
+from tests.service.test_api_rest import CALLBACK, start, task_token, upload, wait_status
 
 START_TIMEOUT_S = 20.0
 INSTALL = "apt-get install -y pgbouncer"
@@ -227,17 +227,6 @@ MAP = {
                     }
                 },
             },
-            "End": True,
-        }
-    },
-}
-CALLBACK = {
-    "StartAt": "Callback",
-    "States": {
-        "Callback": {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-            "Parameters": {"MessageBody": {"token.$": "$$.Task.Token"}},
             "End": True,
         }
     },

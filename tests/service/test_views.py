@@ -28,6 +28,7 @@ from service.positions import locate
 from service.readmodel import HistoryFold, state_at
 from statemachine import TaskError, TaskRequest, parse, run_local
 from tests.service.server import Server, running_server
+from tests.service.test_api_rest import CALLBACK
 from tests.service.test_webhooks import wait_for
 
 JSON = Any
@@ -43,17 +44,6 @@ SHORT_WAIT = {
     },
 }
 FAIL = {"StartAt": "Boom", "States": {"Boom": {"Type": "Fail", "Error": "Custom.Boom"}}}
-CALLBACK = {
-    "StartAt": "Callback",
-    "States": {
-        "Callback": {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-            "Parameters": {"MessageBody": {"token.$": "$$.Task.Token"}},
-            "End": True,
-        }
-    },
-}
 # A Parallel (one branch fails, retried once, then caught), a Map with a tolerated failing
 # iteration, and variables at the top level and inside the iterations.
 GROUPS = {
