@@ -283,17 +283,8 @@ class ContainerBackend(Protocol):
 # ---------------------------------------------------------------------------- the runner
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """An outbox row this worker holds."""
-
-    outbox_id: int
-    execution_id: str
-    task_id: int
-    resource: str
-    parameters: JSON
-    idempotency_key: str
-    new: bool  # it was PENDING: no worker took this attempt before
+# An outbox row this worker holds: what the shared claim returns.
+Claimed = queries.ClaimedTask
 
 
 @dataclass
@@ -387,18 +378,7 @@ class ContainerRunner:
     async def _claim(self, limit: int) -> list[Claimed]:
         async with self.engine.begin() as conn:
             taken = await queries.claim_tasks(conn, RESOURCES, self.worker_id, self.lease, limit)
-        return [
-            Claimed(
-                t.outbox_id,
-                t.execution_id,
-                t.task_id,
-                t.resource,
-                t.parameters,
-                t.idempotency_key,
-                t.new,
-            )
-            for t in taken
-        ]
+        return list(taken)
 
     async def _run(self, claimed: Claimed) -> None:
         logs.EXECUTION.set(claimed.execution_id)  # this task's own context
