@@ -477,6 +477,10 @@ def _claim_due_query(conn: AsyncConnection, limit: int) -> sa.Select[Any]:
     )
 
 
+# FOR NO KEY UPDATE, not FOR UPDATE: a decision changes no key of the row, and the stronger
+# lock would make every insert into the execution's inbox (a runner's result, a callback, a
+# TaskStarted), whose foreign key check takes FOR KEY SHARE on the row, wait for the decision
+# in progress to commit.
 _CLAIM_DUE_POSTGRES = sa.text(
     """
     SELECT e.id, e.arn, e.version_id, e.version, e.seed, e.input_ref, e.started_at,
@@ -498,7 +502,7 @@ _CLAIM_DUE_POSTGRES = sa.text(
     AND (e.wake_at <= statement_timestamp() OR e.status = 'RUNNING')
     ORDER BY e.wake_at
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
     """
 )
 
@@ -512,7 +516,7 @@ async def lock_execution(
     if not closed_too:
         query = query.where(executions.c.status == "RUNNING")
     if is_postgres(conn):
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE, as claim_due
     row = (await conn.execute(query)).first()
     return _claimed(row) if row is not None else None
 
