@@ -6,7 +6,7 @@ Run from the repository root:
 
 1. The echo server (uvicorn + httptools, one process, as the service runs) alone: requests/s
    with 50 concurrent keep-alive requests from a raw asyncio client (the server's capacity),
-   and from the HTTP runner's own httpx client, for reference.
+   and from the HTTP runner's own client (service.runners.http.Client), for reference.
 2. Statewright: ``statewright serve --workers 2`` on Postgres (a throwaway cluster unless
    ``--database-url``), one execution of a Map of N items (1,000) with MaxConcurrency 50 whose
    iterations are HTTP tasks POSTing to the echo server; tasks/s from StartExecution to
@@ -99,8 +99,8 @@ async def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) ->
 
 async def echo_capacity(port: int, seconds: float, client: str) -> float:
     """Requests/s the echo server answers to 50 concurrent keep-alive requests: "raw" writes
-    prepared bytes on asyncio streams (what the server can do), "httpx" uses the HTTP
-    runner's own client (httpx's pool costs more CPU per request at this concurrency)."""
+    prepared bytes on asyncio streams (what the server can do), "runner" uses the HTTP
+    runner's own client (what the runner could do if it did nothing else)."""
     body = json.dumps({"item": 1, "payload": "x" * 64}).encode()
     done = 0
     deadline = time.perf_counter() + seconds
@@ -133,27 +133,29 @@ async def echo_capacity(port: int, seconds: float, client: str) -> float:
         start = time.perf_counter()
         await asyncio.gather(*(raw_loop() for _ in range(CONCURRENCY)))
         return done / (time.perf_counter() - start)
-    from service.runners.http import Clients
+    import yarl
 
-    clients = Clients(CONCURRENCY)
+    from service.runners.http import Client
+
+    runner_client = Client(CONCURRENCY)
+    url = yarl.URL(f"http://127.0.0.1:{port}/echo")
     try:
 
-        async def httpx_loop() -> None:
+        async def runner_loop() -> None:
             nonlocal done
             while time.perf_counter() < deadline:
-                response = await clients.next().post(
-                    f"http://127.0.0.1:{port}/echo",
-                    content=body,
-                    headers={"content-type": "application/json"},
+                answer = await runner_client.send(
+                    "POST", url, [("Content-Type", "application/json")], body, 10, shown="echo"
                 )
-                response.raise_for_status()
+                if answer.status != 200:
+                    raise RuntimeError(f"the echo server answered {answer.status}")
                 done += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(httpx_loop() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(runner_loop() for _ in range(CONCURRENCY)))
         return done / (time.perf_counter() - start)
     finally:
-        await clients.aclose()
+        await runner_client.aclose()
 
 
 async def statewright_rate(base: str, echo: str, items: int, label: str) -> float:
@@ -370,13 +372,13 @@ async def run(
         say(
             f"1. the echo server alone: {CONCURRENCY} concurrent keep-alive requests, {seconds:g} s"
         )
-        capacities, httpx_rates = [], []
+        capacities, runner_rates = [], []
         for _ in range(reps):
             capacities.append(await echo_capacity(echo_port, seconds, "raw"))
-            httpx_rates.append(await echo_capacity(echo_port, seconds, "httpx"))
+            runner_rates.append(await echo_capacity(echo_port, seconds, "runner"))
             say(
                 f"    {capacities[-1]:8.0f} requests/s (raw client); "
-                f"{httpx_rates[-1]:8.0f} with the runner's httpx client"
+                f"{runner_rates[-1]:8.0f} with the HTTP runner's client"
             )
         say(f"2. Statewright: a Map of {items} HTTP tasks, MaxConcurrency {CONCURRENCY}")
         await statewright_rate(sw_base, echo_base, 50, "warmup")
@@ -387,7 +389,7 @@ async def run(
         capacity, rate = median(capacities), median(rates)
         say()
         say(f"echo server alone:     {capacity:8.0f} requests/s (median of {reps}, raw client)")
-        say(f"  (the runner's httpx client alone reaches {median(httpx_rates):.0f} requests/s)")
+        say(f"  (the HTTP runner's client alone reaches {median(runner_rates):.0f} requests/s)")
         say(f"through Statewright:   {rate:8.0f} HTTP tasks/s (median of {reps})")
         say(
             f"ratio {rate / capacity:5.2f}   goal >= {GOAL_RATIO:g}: "

@@ -40,15 +40,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
+import yarl
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import control, logs, metrics
 from service.db import queries
 from service.db.tables import WebhookDeliveryRow, WebhookRow
-from service.runners.http import Outbound, TaskFailure
+from service.runners.http import Client, Outbound, TaskFailure
 from service.sealing import Sealer, ServerKeyError
 from statemachine import Execution
 from statemachine.events import Event
@@ -469,7 +469,7 @@ class Deliverer:
     timeout: float = 10.0
     retry_base: float = 1.0  # seconds before the first retry; doubles up to an hour
     max_age: float = 86400.0  # then the delivery is dead-lettered
-    _client: httpx.AsyncClient | None = None
+    _client: Client | None = None
     _running: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run_some(self) -> int:
@@ -585,34 +585,33 @@ class Deliverer:
     ) -> None:
         logs.EXECUTION.set(execution_id)  # this task's own context
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False)
+            self._client = Client(self.concurrency)
         code: int | None = None
         error: str | None = None
         try:
             target = await self.outbound.pin(url)
             timestamp = int(time.time())
-            response = await self._client.post(
-                target.url,
-                content=body,
-                headers={
-                    "Host": target.host_header,
-                    "Content-Type": "application/json",
-                    "User-Agent": "Statewright-Webhooks",
-                    "Statewright-Delivery": str(delivery_id),
-                    "Statewright-Signature": signature(secret, timestamp, body),
-                },
-                timeout=self.timeout,
-                extensions=target.extensions,
+            answer = await self._client.send(
+                "POST",
+                yarl.URL(target.url),
+                [
+                    ("Host", target.host_header),
+                    ("Content-Type", "application/json"),
+                    ("User-Agent", "Statewright-Webhooks"),
+                    ("Statewright-Delivery", str(delivery_id)),
+                    ("Statewright-Signature", signature(secret, timestamp, body)),
+                ],
+                body,
+                self.timeout,
+                target.server_hostname,
+                shown=url,
+                read=False,  # the status is the answer
             )
-            code = response.status_code
+            code = answer.status
             if not 200 <= code < 300:
                 error = f"the receiver answered {code}"
-        except TaskFailure as exc:  # refused by the outbound rules, or not resolved
+        except TaskFailure as exc:  # refused, not resolved, no answer, or the answer unread
             error = f"{exc.error}: {exc.cause}"
-        except httpx.TimeoutException:
-            error = f"no answer within {self.timeout:g} s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
         try:
             await self._record(delivery_id, attempts + 1, created_at, code, error)
         except Exception as exc:  # the database is away: the lease runs out, it goes again
