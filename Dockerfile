@@ -1,14 +1,17 @@
 # Statewright: multi-stage build; the runtime image runs as a non-root user.
 # docker build -t statewright . && docker run -p 8080:8080 -e STATEWRIGHT_DATABASE_URL=postgresql://... statewright
-FROM python:3.11-slim AS build
+# BASE_IMAGE: any Debian-like image with Python 3.11 and its venv module (`python3`): the official
+# image by default; scripts/image-check.sh passes a local Debian bookworm one (no registry here).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
-RUN python -m venv /opt/statewright
+RUN python3 -m venv /opt/statewright
 COPY pyproject.toml README.md ./
 COPY statemachine ./statemachine
 COPY service ./service
 RUN /opt/statewright/bin/pip install --no-cache-dir .
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 RUN useradd --create-home --uid 10001 statewright
 COPY --from=build /opt/statewright /opt/statewright
 WORKDIR /app
