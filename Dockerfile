@@ -15,13 +15,15 @@ FROM ${BASE_IMAGE}
 RUN useradd --create-home --uid 10001 statewright
 COPY --from=build /opt/statewright /opt/statewright
 WORKDIR /app
-# Migrations and samples are read from the working tree at run time.
+# Migrations and samples are read from the working tree at run time: service/db/migrate.py looks
+# for alembic/ beside the service package, so the code runs from /app (PYTHONPATH), not from the
+# venv's site-packages (which has no migrations: `db upgrade` would fail there).
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY definitions ./definitions
 COPY service ./service
 COPY statemachine ./statemachine
-ENV PATH=/opt/statewright/bin:$PATH PYTHONUNBUFFERED=1
+ENV PATH=/opt/statewright/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1
 USER statewright
 EXPOSE 8080
 # Migrate, then serve the API with two in-process worker lanes; scale out with `statewright worker`.
