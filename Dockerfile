@@ -1,24 +1,29 @@
 # Statewright: multi-stage build; the runtime image runs as a non-root user.
 # docker build -t statewright . && docker run -p 8080:8080 -e STATEWRIGHT_DATABASE_URL=postgresql://... statewright
-FROM python:3.11-slim AS build
+# BASE_IMAGE: any Debian-like image with Python 3.11 and its venv module (`python3`): the official
+# image by default; scripts/image-check.sh passes a local Debian bookworm one (no registry here).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
-RUN python -m venv /opt/statewright
+RUN python3 -m venv /opt/statewright
 COPY pyproject.toml README.md ./
 COPY statemachine ./statemachine
 COPY service ./service
 RUN /opt/statewright/bin/pip install --no-cache-dir .
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 RUN useradd --create-home --uid 10001 statewright
 COPY --from=build /opt/statewright /opt/statewright
 WORKDIR /app
-# Migrations and samples are read from the working tree at run time.
+# Migrations and samples are read from the working tree at run time: service/db/migrate.py looks
+# for alembic/ beside the service package, so the code runs from /app (PYTHONPATH), not from the
+# venv's site-packages (which has no migrations: `db upgrade` would fail there).
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY definitions ./definitions
 COPY service ./service
 COPY statemachine ./statemachine
-ENV PATH=/opt/statewright/bin:$PATH PYTHONUNBUFFERED=1
+ENV PATH=/opt/statewright/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1
 USER statewright
 EXPOSE 8080
 # Migrate, then serve the API with two in-process worker lanes; scale out with `statewright worker`.
