@@ -456,7 +456,8 @@ async def state_machine_for_execution(engine: AsyncEngine, ref: str) -> StateMac
                 sa.select(v).join(e, e.c.version_id == v.c.id).where(e.c.id == execution_id)
             )
         ).first()
-        assert version is not None
+        if version is None:  # purged since it was found
+            raise ExecutionDoesNotExist(f"Execution Does Not Exist: '{ref}'")
         row = (await conn.execute(sa.select(sm).where(sm.c.id == version.state_machine_id))).first()
     return _info(row, version)
 
@@ -1064,7 +1065,8 @@ async def describe_execution(engine: AsyncEngine, ref: str) -> ExecutionSummary:
                 .where(e.c.id == execution_id)
             )
         ).first()
-        assert row is not None
+        if row is None:  # purged (EXPRESS retention, `statewright purge`) since it was found
+            raise ExecutionDoesNotExist(f"Execution Does Not Exist: '{ref}'")
         refs = [r for r in (row[4], row[5]) if r is not None]
         values = await queries.load_payloads(conn, refs)
     return ExecutionSummary(
