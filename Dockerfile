@@ -6,24 +6,20 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 RUN python3 -m venv /opt/statewright
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md alembic.ini ./
+COPY alembic ./alembic
+COPY definitions ./definitions
 COPY statemachine ./statemachine
 COPY service ./service
+# The package, and beside it under /opt/statewright/share/statewright the migrations and the
+# sample definitions (pyproject.toml's data-files, found by service/shipped.py).
 RUN /opt/statewright/bin/pip install --no-cache-dir .
 
 FROM ${BASE_IMAGE}
 RUN useradd --create-home --uid 10001 statewright
 COPY --from=build /opt/statewright /opt/statewright
-WORKDIR /app
-# Migrations and samples are read from the working tree at run time: service/db/migrate.py looks
-# for alembic/ beside the service package, so the code runs from /app (PYTHONPATH), not from the
-# venv's site-packages (which has no migrations: `db upgrade` would fail there).
-COPY alembic.ini ./
-COPY alembic ./alembic
-COPY definitions ./definitions
-COPY service ./service
-COPY statemachine ./statemachine
-ENV PATH=/opt/statewright/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1
+WORKDIR /home/statewright
+ENV PATH=/opt/statewright/bin:$PATH PYTHONUNBUFFERED=1
 USER statewright
 EXPOSE 8080
 # Migrate, then serve the API with two in-process worker lanes; scale out with `statewright worker`.

@@ -340,12 +340,12 @@ def _dev_http_allow() -> str:
 def _load_samples(url: str | None) -> None:
     """Create (or update) a state machine for every definition in definitions/."""
     import asyncio
-    from pathlib import Path
 
     from service import control
     from service.db.engine import create_engine
+    from service.shipped import shipped
 
-    folder = Path(__file__).resolve().parents[1] / "definitions"
+    folder = shipped("definitions")
 
     async def load() -> None:
         engine = create_engine(url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -14,14 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alembic import command
 from service.db.engine import normalize_url
-
-ROOT = Path(__file__).resolve().parents[2]
+from service.shipped import shipped
 
 
 def alembic_config(database_url: str | None) -> Config:
     """An Alembic config for the repository's migrations and ``database_url``."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config = Config(str(shipped("alembic.ini")))
+    config.set_main_option("script_location", str(shipped("alembic")))
     url = database_url or os.environ.get("STATEWRIGHT_DATABASE_URL")
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
@@ -36,8 +34,8 @@ def upgrade(database_url: str | None, revision: str = "head") -> None:
 @functools.cache
 def head_revision() -> str | None:
     """The newest migration this version of Statewright has."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config = Config(str(shipped("alembic.ini")))
+    config.set_main_option("script_location", str(shipped("alembic")))
     head: str | None = ScriptDirectory.from_config(config).get_current_head()
     return head
 
