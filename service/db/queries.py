@@ -48,6 +48,8 @@ aliases = StateMachineAliasRow.__table__  # type: ignore[attr-defined]
 # Fields of event details and meta that hold state data (possibly large): stored by reference.
 _PAYLOAD_FIELDS = ("input", "output", "parameters")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Wake-ups for deciders carry the id of the one execution that became due, or "" when it was
+# several (a worker whose own lane is deciding that execution need not wake another lane).
 NOTIFY_CHANNEL = "statewright_wake"
 # The payload prefix of a wake-up for runners (new outbox tasks), followed by their resource.
 TASKS_NOTICE = "tasks:"
@@ -387,7 +389,8 @@ async def enqueue_many(
             for execution_id, kind, body in items
         ],
     )
-    await notify(conn, items[0][0])
+    ids = {execution_id for execution_id, _, _ in items}
+    await notify(conn, ids.pop() if len(ids) == 1 else "")
 
 
 async def notify(conn: AsyncConnection, payload: str = "") -> None:
@@ -521,17 +524,23 @@ async def lock_execution(
     return _claimed(row) if row is not None else None
 
 
-async def seconds_to_next_wake(conn: AsyncConnection) -> float | None:
-    """Seconds until the earliest sleeping execution needs a decision (on the database's
-    clock; 0 if one is due), None if none sleeps. One round trip."""
-    waiting = sa.exists().where(
-        inbox.c.execution_id == executions.c.id, executions.c.status == "RUNNING"
-    )
-    earliest, at, inbox_waiting = (
-        await conn.execute(sa.select(sa.func.min(executions.c.wake_at), clock(conn), waiting))
+async def seconds_to_next_wake(conn: AsyncConnection, after: datetime) -> float | None:
+    """Seconds until the earliest execution that sleeps past ``after`` (the clock of a claim
+    that found nothing to take) needs a decision, on the database's clock (0 if that is
+    already now); None if none does. One round trip.
+
+    What was due at ``after`` is not counted: a claim that took none of it found it locked by
+    decisions in progress, whose lanes look again as soon as they commit (a decision that
+    fails leaves its lane to retry; a worker that dies leaves it to the next poll). Counting
+    it made an idle lane spin on another lane's execution, two queries a turn. What comes
+    later (a start, a result, a callback) sends a notice that wakes a lane."""
+    earliest, at = (
+        await conn.execute(
+            sa.select(sa.func.min(executions.c.wake_at), clock(conn)).where(
+                executions.c.wake_at > after
+            )
+        )
     ).one()
-    if inbox_waiting:
-        return 0.0
     if earliest is None:
         return None
     seconds: float = (aware(earliest) - aware(at)).total_seconds()
@@ -1042,8 +1051,9 @@ _CLAIM_TASKS_POSTGRES = sa.text(
         RETURNING execution_id
     )
     SELECT claimed.*,
-           (SELECT count(pg_notify(:channel, s.execution_id))
-            FROM (SELECT execution_id FROM started LIMIT 1) AS s) AS notified
+           (SELECT count(pg_notify(:channel, s.payload))
+            FROM (SELECT CASE WHEN count(DISTINCT execution_id) = 1 THEN min(execution_id) ELSE '' END AS payload
+                  FROM started HAVING count(*) > 0) AS s) AS notified
     FROM claimed
     """
 )
@@ -1176,8 +1186,9 @@ _RECORD_RESULTS_POSTGRES = sa.text(
         ORDER BY a.n
         RETURNING execution_id
     )
-    SELECT count(pg_notify(:channel, s.execution_id))
-    FROM (SELECT execution_id FROM answered LIMIT 1) AS s
+    SELECT count(pg_notify(:channel, s.payload))
+    FROM (SELECT CASE WHEN count(DISTINCT execution_id) = 1 THEN min(execution_id) ELSE '' END AS payload
+          FROM answered HAVING count(*) > 0) AS s
     """
 )
 

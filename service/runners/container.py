@@ -55,7 +55,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -297,8 +297,8 @@ class ContainerRunner:
     concurrency: int = 8
     lease: float = 30.0  # renewed every lease / 3 while the container runs
     networks: tuple[str, ...] = ("none",)
-    # Called once a result is committed: wakes this process's deciders at once.
-    on_recorded: Callable[[], None] | None = None
+    # Called once a result is committed, with its execution: wakes this process's deciders.
+    on_recorded: Callable[[Collection[str]], None] | None = None
     _running: set[asyncio.Task[None]] = field(default_factory=set)
     _swept_at: float | None = None
     _sweeps: set[asyncio.Task[int]] = field(default_factory=set)
@@ -471,7 +471,7 @@ class ContainerRunner:
                 async with one_statement(self.engine) as conn:
                     await queries.record_results(conn, self.worker_id, [result])
                 if self.on_recorded is not None:
-                    self.on_recorded()
+                    self.on_recorded((claimed.execution_id,))
                 return True
             except Exception as exc:  # the lease runs out and the container is followed again
                 log.warning("container task result not recorded yet (%s); retrying", exc)

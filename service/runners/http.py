@@ -41,7 +41,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -503,9 +503,9 @@ class HttpRunner:
     _running: set[asyncio.Task[None]] = field(default_factory=set)
     _tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # OAuth, by connection
     _hosts: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    # Called once results are committed: wakes this process's deciders at once (the embedded
-    # SQLite store has no NOTIFY; on Postgres it saves the round trip of one).
-    on_recorded: Callable[[], None] | None = None
+    # Called once results are committed, with their executions: wakes this process's deciders
+    # at once (the embedded SQLite store has no NOTIFY; on Postgres it saves its round trip).
+    on_recorded: Callable[[Collection[str]], None] | None = None
     _results: list[Any] = field(default_factory=list)  # written by _write_results
     _writer: asyncio.Task[None] | None = None
     _next_start: dict[str, float] = field(default_factory=dict)
@@ -746,7 +746,8 @@ class HttpRunner:
                     async with one_statement(self.engine) as conn:
                         await queries.record_results(conn, self.worker_id, results)
                     if self.on_recorded is not None:
-                        self.on_recorded()  # this process's deciders need not wait to hear
+                        # This process's deciders need not wait to hear.
+                        self.on_recorded({result.execution_id for result in results})
                     break
                 except Exception as exc:  # the lease runs out and the task runs again
                     log.warning("http task results not recorded yet (%s); retrying", exc)

@@ -91,6 +91,10 @@ class Decider:
         self._machines: dict[int, tuple[StateMachine, queries.VersionRecord]] = {}
         self._single = 0  # after a failed batch: decide this many alone, to isolate the cause
         self.decisions = 0
+        self.claimed_at: datetime | None = None  # the clock of the last claim (decide_due)
+        # Executions a lane of this process is deciding: news of them needs no other lane,
+        # as the deciding lane looks again once it commits.
+        self.in_progress: set[str] = set()
         # Resources of the tasks committed since a lane last took them (take_scheduled): the
         # runners of this process that have work to look for.
         self._resources: set[str] = set()
@@ -103,6 +107,8 @@ class Decider:
         try:
             async with self.engine.begin() as conn:
                 at, batch = await queries.claim_due(conn, limit)
+                self.claimed_at = at
+                self.in_progress.update(claimed.id for claimed in batch)
                 decided = await self._decide(conn, batch, at) if batch else []
         except Exception:
             for claimed in batch:
@@ -112,6 +118,8 @@ class Decider:
                 # the cause, deciding the next ones alone keeps it from holding up the rest.
                 self._single = len(batch)
             raise
+        finally:
+            self.in_progress.difference_update(claimed.id for claimed in batch)
         self.decisions += len(batch)
         self._committed(decided)
         return len(batch)

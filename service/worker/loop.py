@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,7 +116,7 @@ class Worker:
         )
         self._hooks_wake = asyncio.Event()
         self._http_wake = asyncio.Event()
-        self.http_runner.on_recorded = lambda: self._notified("")
+        self.http_runner.on_recorded = self._recorded
         self.http_runner.on_free = self._http_wake.set
         self.container_runner = ContainerRunner(
             self.engine,
@@ -124,7 +125,7 @@ class Worker:
             concurrency=container_concurrency,
             lease=container_lease_seconds,
             networks=("none", *(n.strip() for n in container_networks.split(",") if n.strip())),
-            on_recorded=lambda: self._notified(""),
+            on_recorded=self._recorded,
         )
         self._container_wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -198,7 +199,7 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if not worked:
-                seconds = await self._idle_seconds()
+                seconds = await self._idle_seconds(self.decider.claimed_at)
                 self._idle.append(wake)
                 try:
                     await self._sleep(wake, seconds)
@@ -317,6 +318,12 @@ class Worker:
         self._hooks_wake.set()
         self._container_wake.set()
 
+    def _recorded(self, executions: Collection[str]) -> None:
+        """Task results this process's runners committed: wake a decision lane, unless a lane
+        of this process is deciding each of their executions (it looks again once it commits)."""
+        if not all(execution in self.decider.in_progress for execution in executions):
+            self._notified("")
+
     def _notified(self, payload: str) -> None:
         """New outbox tasks wake the runners. Anything else became due for a decision: wake
         one sleeping decision lane (it takes a batch of what is due; waking every lane of
@@ -336,18 +343,23 @@ class Worker:
                 self._http_wake.set()
             if not named or resource in container.RESOURCES:
                 self._container_wake.set()
+        elif payload and payload in self.decider.in_progress:
+            pass  # the lane deciding it looks again as soon as it commits
         elif self._idle:
             self._idle[-1].set()
         else:
             for wake in self._lane_wakes:
                 wake.set()
 
-    async def _idle_seconds(self) -> float:
-        """Until the earliest timer, at most the polling interval."""
+    async def _idle_seconds(self, after: datetime | None) -> float:
+        """Until the earliest execution sleeping past ``after`` (when a claim found nothing)
+        wakes, at most the polling interval."""
         timeout = self.poll_seconds
+        if after is None:
+            return timeout
         try:
             async with self.engine.connect() as conn:
-                seconds = await queries.seconds_to_next_wake(conn)
+                seconds = await queries.seconds_to_next_wake(conn, after)
             if seconds is not None:
                 timeout = min(timeout, seconds)
         except Exception:  # the database is away: poll again later
