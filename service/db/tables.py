@@ -11,6 +11,8 @@
 * ``events``: the append-only history, primary key (execution_id, seq);
 * ``payloads``: large JSON values stored once by their SHA-256 and referenced from events,
   inputs and outputs (a state's output is the next state's input: one copy, not two);
+* ``payload_owners``: which executions reference each payload, so that a purge can delete
+  the payloads only the purged executions used;
 * ``inbox``: incoming events waiting for a decision (task results, callbacks, stop); writing
   one never touches the execution's row, so it never waits for a decision in progress;
 * ``timers``: durable timers (Wait, Retry back-off, task timeouts and heartbeats, execution
@@ -145,6 +147,21 @@ class PayloadRow(SQLModel, table=True):
     sha256: str = Field(primary_key=True, max_length=64)
     body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     size: int
+
+
+class PayloadOwnerRow(SQLModel, table=True):
+    """An execution that references a payload (its input or output, an event field, a task's
+    Parameters). Written with every reference, in its transaction; a purge deletes the owner
+    rows of the executions it deletes, then the payloads left with none. The foreign keys
+    make an owner of a deleted payload impossible, also when a purge races a store of the
+    same payload (see queries.store_payload, start_all and purge_closed)."""
+
+    __tablename__ = "payload_owners"
+
+    sha256: str = Field(foreign_key="payloads.sha256", primary_key=True, max_length=64)
+    execution_id: str = Field(
+        foreign_key="executions.id", primary_key=True, max_length=36, index=True
+    )
 
 
 class InboxRow(SQLModel, table=True):
