@@ -2,11 +2,13 @@
 
 Payloads: a JSON text shorter than PAYLOAD_INLINE_LIMIT is stored inline; a longer one goes to
 ``payloads`` once (by SHA-256) and the row holds ``@<sha256>``. JSON text never starts with
-``@``, so the two forms cannot be confused.
+``@``, so the two forms cannot be confused. Every stored payload records the executions that
+reference it (``payload_owners``), so that purge_closed can delete those no execution uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -25,6 +27,7 @@ from service.db.tables import (
     ExecutionRow,
     InboxRow,
     OutboxRow,
+    PayloadOwnerRow,
     PayloadRow,
     StateMachineAliasRow,
     StateMachineRow,
@@ -37,6 +40,7 @@ JSON = Any
 executions = ExecutionRow.__table__  # type: ignore[attr-defined]
 events = EventRow.__table__  # type: ignore[attr-defined]
 payloads = PayloadRow.__table__  # type: ignore[attr-defined]
+payload_owners = PayloadOwnerRow.__table__  # type: ignore[attr-defined]
 inbox = InboxRow.__table__  # type: ignore[attr-defined]
 timers = TimerRow.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
@@ -96,20 +100,61 @@ def aware(value: datetime | None) -> datetime | None:
 # ---------------------------------------------------------------------------- payloads
 
 
-async def store_payload(conn: AsyncConnection, value: JSON) -> str:
-    """A reference to ``value``: its JSON text inline, or ``@sha256`` of a stored copy."""
+def payload_reference(value: JSON) -> tuple[str, str | None]:
+    """The reference to ``value`` (inline JSON text or ``@sha256``), and the text to store
+    under that hash (None: inline)."""
     text = _text(value)
     if len(text) < PAYLOAD_INLINE_LIMIT:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if is_postgres(conn):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return text, None
+    return "@" + hashlib.sha256(text.encode()).hexdigest(), text
 
-        statement = pg_insert(payloads).on_conflict_do_nothing(index_elements=["sha256"])
-    else:
-        statement = payloads.insert().prefix_with("OR IGNORE")
-    await conn.execute(statement, {"sha256": digest, "body": text, "size": len(text)})
-    return "@" + digest
+
+async def store_payload(conn: AsyncConnection, value: JSON, execution_id: str) -> str:
+    """A reference to ``value``, owned by ``execution_id`` (which must exist): its JSON text
+    inline, or ``@sha256`` of a stored copy, which then stays until the last execution that
+    references it is purged."""
+    ref, text = payload_reference(value)
+    if text is not None:
+        await _store(conn, ref[1:], text, execution_id)
+    return ref
+
+
+async def _store(conn: AsyncConnection, digest: str, text: str, execution_id: str) -> None:
+    row = {"sha256": digest, "body": text, "size": len(text), "execution_id": execution_id}
+    if not is_postgres(conn):
+        # One writer at a time (BEGIN IMMEDIATE): no purge runs in between.
+        await conn.execute(payloads.insert().prefix_with("OR IGNORE"), row)
+        await conn.execute(payload_owners.insert().prefix_with("OR IGNORE"), row)
+        return
+    # A payload found already stored may be deleted by a purge (its last owner purged) after
+    # the insert saw it and before the owner row's foreign key check locks it, and that check
+    # would then fail the whole transaction: a decision. So the statement locks what it found
+    # (FOR KEY SHARE: stores of the same payload do not wait for each other, a delete waits
+    # for them all) and writes the owner only if it holds the payload; when it holds nothing
+    # (a purge deleted it first, or it was committed after the statement's snapshot) it is
+    # run again, and inserts or finds it then.
+    while not (await conn.execute(_STORE_POSTGRES, row)).scalar_one():
+        pass
+
+
+_STORE_POSTGRES = sa.text(
+    """
+    WITH stored AS (
+        INSERT INTO payloads (sha256, body, size) VALUES (:sha256, :body, :size)
+        ON CONFLICT (sha256) DO NOTHING
+        RETURNING sha256
+    ), found AS (
+        SELECT sha256 FROM payloads WHERE sha256 = :sha256 FOR KEY SHARE
+    ), held AS (
+        SELECT sha256 FROM stored UNION ALL SELECT sha256 FROM found
+    ), owned AS (
+        INSERT INTO payload_owners (sha256, execution_id)
+        SELECT :sha256, :execution_id WHERE EXISTS (SELECT FROM held)
+        ON CONFLICT DO NOTHING
+    )
+    SELECT EXISTS (SELECT FROM held)
+    """
+)
 
 
 async def load_payloads(conn: AsyncConnection, refs: Iterable[str]) -> dict[str, JSON]:
@@ -252,7 +297,9 @@ async def start_execution(
 ) -> bool:
     """Create an execution, due at once: its first decision writes ExecutionStarted (a row at
     version 0 is its own start request). False, and nothing written, if the state machine
-    already has an execution of this name."""
+    already has an execution of this name. In a transaction: a large input is stored (owned
+    by the execution) after the row is written."""
+    input_ref, text = payload_reference(input_value)
     row = {
         "id": execution_id,
         "arn": arn,
@@ -260,7 +307,7 @@ async def start_execution(
         "state_machine_id": state_machine_id,
         "version_id": version_id,
         "status": "RUNNING",
-        "input_ref": await store_payload(conn, input_value),
+        "input_ref": input_ref,
         "started_at": at,
         "seed": seed,
         "token_key": secrets.token_hex(32),
@@ -271,19 +318,22 @@ async def start_execution(
     }
     if is_postgres(conn):
         # One round trip: the insert and the wake-up of the workers (delivered at commit).
-        return (await conn.execute(_START_POSTGRES, row)).first() is not None
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        created = (await conn.execute(_START_POSTGRES, row)).first() is not None
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    result = await conn.execute(
-        sqlite_insert(executions)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["state_machine_id", "name"])
-    )
-    return bool(result.rowcount == 1)
+        result = await conn.execute(
+            sqlite_insert(executions)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["state_machine_id", "name"])
+        )
+        created = result.rowcount == 1
+    if created and text is not None:
+        await _store(conn, input_ref[1:], text, execution_id)
+    return created
 
 
-_START_ALL_POSTGRES = sa.text(
-    f"""
+_START_ALL_INSERT = """
     WITH given AS (
         SELECT * FROM unnest(
             CAST(:ids AS varchar[]), CAST(:arns AS varchar[]), CAST(:names AS varchar[]),
@@ -306,13 +356,34 @@ _START_ALL_POSTGRES = sa.text(
                seed, 0, statement_timestamp(), test_case, qualifier, token_key
         FROM target WHERE version_id IS NOT NULL
         ON CONFLICT (state_machine_id, name) DO NOTHING
-        RETURNING id
-    )
+        RETURNING id, input_ref
+    )"""
+# Large inputs, stored in the same statement, only for the executions it inserted (a start
+# refused for its name leaves no payload behind), each owned by its execution. The foreign
+# key checks run at the end of the statement, after the executions exist.
+_START_ALL_STORE = """, bodies AS (
+        SELECT * FROM unnest(
+            CAST(:p_hashes AS varchar[]), CAST(:p_bodies AS text[]), CAST(:p_sizes AS integer[])
+        ) AS b(sha256, body, size)
+    ), stored AS (
+        INSERT INTO payloads (sha256, body, size)
+        SELECT sha256, body, size FROM bodies
+        WHERE '@' || sha256 IN (SELECT input_ref FROM inserted)
+        ON CONFLICT (sha256) DO NOTHING
+    ), owned AS (
+        INSERT INTO payload_owners (sha256, execution_id)
+        SELECT substr(input_ref, 2), id FROM inserted WHERE input_ref LIKE '@%'
+    )"""
+_START_ALL_ANSWER = f"""
     SELECT t.id, t.sm_id, t.sm_arn, t.version_id, statement_timestamp(), i.id IS NOT NULL,
            CASE WHEN i.id IS NOT NULL THEN pg_notify('{NOTIFY_CHANNEL}', t.id) END
     FROM target AS t LEFT JOIN inserted AS i ON i.id = t.id
     """
-)
+_START_ALL_POSTGRES = sa.text(_START_ALL_INSERT + _START_ALL_ANSWER)
+_START_ALL_STORING_POSTGRES = sa.text(_START_ALL_INSERT + _START_ALL_STORE + _START_ALL_ANSWER)
+# The foreign key of payload_owners to payloads (Postgres names it so): a start whose check
+# fails found its payload deleted by a purge meanwhile (see start_all).
+_PAYLOAD_OWNER_FK = "payload_owners_sha256_fkey"
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,24 +417,46 @@ async def start_all(conn: AsyncConnection, requests: Sequence[StartRequest]) -> 
     """Start executions on Postgres in one statement (one round trip, atomic on its own):
     each is looked up (state machine, version), inserted due at once (a row at version 0 is
     its own start request) and announced to the workers. Requests whose state machine does
-    not exist (or is being deleted) are missing from the answer."""
-    inputs = [await store_payload(conn, request.input_value) for request in requests]
-    result = await conn.execute(
-        _START_ALL_POSTGRES,
-        {
-            "ids": [r.id for r in requests],
-            "arns": [r.arn for r in requests],
-            "names": [r.name for r in requests],
-            "machines": [r.machine for r in requests],
-            "numbers": [r.version for r in requests],
-            "inputs": inputs,
-            "seeds": [r.seed for r in requests],
-            "token_keys": [secrets.token_hex(32) for _ in requests],
-            "test_cases": [r.test_case for r in requests],
-            "qualifiers": [r.qualifier for r in requests],
-        },
-    )
-    return {row[0]: Started(row[1], row[2], row[3], aware(row[4]), bool(row[5])) for row in result}
+    not exist (or is being deleted) are missing from the answer.
+
+    Large inputs are stored in the same statement. One that was stored already can be
+    deleted by a purge (its last owner purged) between the statement's insert finding it and
+    the owner row's foreign key check at the end, which then fails: the statement, atomic,
+    wrote nothing, and is run again (in a savepoint when the caller has a transaction open),
+    which stores the payload anew."""
+    refs = [payload_reference(request.input_value) for request in requests]
+    bodies = {ref[1:]: text for ref, text in refs if text is not None}
+    values: dict[str, Any] = {
+        "ids": [r.id for r in requests],
+        "arns": [r.arn for r in requests],
+        "names": [r.name for r in requests],
+        "machines": [r.machine for r in requests],
+        "numbers": [r.version for r in requests],
+        "inputs": [ref for ref, _ in refs],
+        "seeds": [r.seed for r in requests],
+        "token_keys": [secrets.token_hex(32) for _ in requests],
+        "test_cases": [r.test_case for r in requests],
+        "qualifiers": [r.qualifier for r in requests],
+    }
+    if not bodies:
+        rows = (await conn.execute(_START_ALL_POSTGRES, values)).all()
+    else:
+        values.update(
+            p_hashes=list(bodies),
+            p_bodies=list(bodies.values()),
+            p_sizes=[len(text) for text in bodies.values()],
+        )
+        options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
+        autocommit = options.get("isolation_level") == "AUTOCOMMIT"
+        while True:
+            try:
+                async with contextlib.nullcontext() if autocommit else conn.begin_nested():
+                    rows = (await conn.execute(_START_ALL_STORING_POSTGRES, values)).all()
+                break
+            except sa.exc.IntegrityError as exc:
+                if _PAYLOAD_OWNER_FK not in str(exc.orig):
+                    raise
+    return {row[0]: Started(row[1], row[2], row[3], aware(row[4]), bool(row[5])) for row in rows}
 
 
 async def enqueue(
@@ -561,8 +654,8 @@ async def event_rows(
         details = _event_part(event.details)
         meta = _event_part(event.meta)
         if details is None or meta is None:
-            details = await _event_part_by_ref(conn, event.details)
-            meta = await _event_part_by_ref(conn, event.meta)
+            details = await _event_part_by_ref(conn, execution_id, event.details)
+            meta = await _event_part_by_ref(conn, execution_id, event.meta)
         rows.append(
             {
                 "execution_id": execution_id,
@@ -590,12 +683,14 @@ def _event_part(values: Mapping[str, JSON]) -> str | None:
     return None
 
 
-async def _event_part_by_ref(conn: AsyncConnection, values: Mapping[str, JSON]) -> str:
+async def _event_part_by_ref(
+    conn: AsyncConnection, execution_id: str, values: Mapping[str, JSON]
+) -> str:
     inline = dict(values)
     by_ref: dict[str, str] = {}
     for key in _PAYLOAD_FIELDS:
         if key in values:
-            ref = await store_payload(conn, values[key])
+            ref = await store_payload(conn, values[key], execution_id)
             if ref.startswith("@"):
                 by_ref[key] = ref
                 del inline[key]
@@ -1216,7 +1311,7 @@ async def add_tasks(
             "task_id": command.task_id,
             "state_name": command.state_name,
             "resource": command.resource,
-            "parameters_ref": await store_payload(conn, command.parameters),
+            "parameters_ref": await store_payload(conn, command.parameters, execution_id),
             "idempotency_key": command.idempotency_key,
             "task_token": command.task_token,
             "timeout_seconds": command.timeout_seconds,
@@ -1329,9 +1424,9 @@ async def purge_closed(
 ) -> int:
     """Delete up to ``limit`` closed executions (of ``kind`` state machines, or all) that
     ended before ``before``, with their events, inbox, timers, outbox rows and webhook
-    deliveries. Rows another transaction holds (a redrive taking one up) are skipped, so a
-    purge never waits for, or blocks, live work. Returns how many went; run it until it
-    returns 0, one transaction per call."""
+    deliveries, and the payloads no other execution references. Rows another transaction
+    holds (a redrive taking one up) are skipped, so a purge never waits for, or blocks, live
+    work. Returns how many went; run it until it returns 0, one transaction per call."""
     query = sa.select(executions.c.id).where(
         executions.c.status != "RUNNING", executions.c.stopped_at < before
     )
@@ -1344,8 +1439,62 @@ async def purge_closed(
         query = query.with_for_update(of=executions, skip_locked=True)
     ids = (await conn.execute(query)).scalars().all()
     if ids:
+        owned = await conn.execute(
+            payload_owners.delete()
+            .where(payload_owners.c.execution_id.in_(ids))
+            .returning(payload_owners.c.sha256)
+        )
+        hashes = set(owned.scalars())
         deliveries = sa.table("webhook_deliveries", sa.column("execution_id"))
         for table in (events, inbox, timers, outbox, deliveries):
             await conn.execute(table.delete().where(table.c.execution_id.in_(ids)))
         await conn.execute(executions.delete().where(executions.c.id.in_(ids)))
+        if hashes:
+            await _collect_payloads(conn, sorted(hashes))
     return len(ids)
+
+
+# The transaction-level advisory lock that makes purges collect payloads one at a time.
+_PAYLOAD_COLLECTION_LOCK = 0x5357_5047  # "SWPG"
+
+
+async def _collect_payloads(conn: AsyncConnection, hashes: Sequence[str]) -> None:
+    """Delete the payloads of ``hashes`` that no execution owns any more.
+
+    On Postgres, in three steps:
+
+    * purges take turns (an advisory lock until their commit): two purges whose executions
+      shared a payload would each see the other's owner row, deleted but not committed, and
+      neither would delete it. The next one's statements see the previous one's deletes.
+    * lock the candidates FOR UPDATE, skipping rows another transaction holds: a store of the
+      same payload for a live execution (store_payload holds it FOR KEY SHARE, as does the
+      foreign key check of a new owner row) goes on, and the purge never waits for live work,
+      so it cannot deadlock with it. A skipped payload is in use; if that store is rolled
+      back instead, the payload stays with no owner (it is never collected: rare, and only
+      space).
+    * delete those still without an owner, in a new statement: its snapshot sees every owner
+      committed before the lock was taken, and none can be added while the purge holds it,
+      so the foreign key check of the delete never fails.
+
+    SQLite has one writer at a time: a plain delete."""
+    unowned = ~sa.exists().where(payload_owners.c.sha256 == payloads.c.sha256)
+    if not is_postgres(conn):
+        await conn.execute(payloads.delete().where(payloads.c.sha256.in_(hashes), unowned))
+        return
+    await conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PAYLOAD_COLLECTION_LOCK}
+    )
+    locked = (
+        (
+            await conn.execute(
+                sa.select(payloads.c.sha256)
+                .where(payloads.c.sha256.in_(hashes), unowned)
+                .order_by(payloads.c.sha256)
+                .with_for_update(of=payloads, skip_locked=True)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if locked:
+        await conn.execute(payloads.delete().where(payloads.c.sha256.in_(locked), unowned))

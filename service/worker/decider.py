@@ -380,7 +380,7 @@ class Decider:
         last = execution.events[-1]
         output_ref = None
         if last.type == "ExecutionSucceeded":
-            output_ref = await queries.store_payload(conn, last.details.get("output"))
+            output_ref = await queries.store_payload(conn, last.details.get("output"), claimed.id)
         return dataclasses.replace(
             decision,
             stopped_at=at,
