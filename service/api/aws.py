@@ -638,6 +638,15 @@ ACTIONS: dict[str, Handler] = {
 }
 
 
+def _headers(scope: Any) -> dict[str, str]:
+    """The request's headers by name, the first of repeated ones (what Headers.get answers):
+    SigV4 looks up a dozen, and Headers scans and decodes the whole list for each."""
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return out
+
+
 def _error(exc: control.ServiceError) -> Response:
     if isinstance(exc, control.ThrottlingException):
         return JSONResponse(
@@ -664,13 +673,14 @@ async def handle(
             return _error(
                 ValidationException(f"The request body is over the limit of {MAX_BODY_BYTES} bytes")
             )
+    headers = _headers(request.scope)
     if auth is not None:
         try:
             await auth.sigv4(
                 request.method,
                 request.scope.get("raw_path", b"/").decode("latin-1"),
                 request.scope.get("query_string", b"").decode("latin-1"),
-                request.headers,
+                headers,
                 bytes(raw),
             )
         except AuthError as exc:
@@ -679,7 +689,7 @@ async def handle(
                 status_code=exc.status,
                 media_type="application/x-amz-json-1.0",
             )
-    target = request.headers.get("x-amz-target", "")
+    target = headers.get("x-amz-target", "")
     prefix, _, action = target.partition(".")
     handler = ACTIONS.get(action) if prefix == "AWSStepFunctions" else None
     if handler is None:
