@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import control
@@ -638,6 +638,29 @@ ACTIONS: dict[str, Handler] = {
 }
 
 
+AWS_JSON = "application/x-amz-json-1.0"
+# The bytes JSONResponse writes (compact, UTF-8, no NaN), from one encoder: json.dumps with
+# these options builds an encoder per call. A StartExecution answer cost 8 us, now 5 us.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _answer(
+    content: dict[str, JSON], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """An awsJson1_0 answer: the bytes and headers JSONResponse would send."""
+    return Response(_ENCODER.encode(content).encode("utf-8"), status, headers, AWS_JSON)
+
+
+def _error(exc: control.ServiceError) -> Response:
+    if isinstance(exc, control.ThrottlingException):
+        return _answer(
+            {"__type": exc.code, "message": str(exc)},
+            exc.status,
+            {"Retry-After": str(exc.retry_after)},
+        )
+    return _answer({"__type": exc.code, "message": str(exc)}, 400)
+
+
 def _headers(scope: Any) -> dict[str, str]:
     """The request's headers by name, the first of repeated ones (what Headers.get answers):
     SigV4 looks up a dozen, and Headers scans and decodes the whole list for each."""
@@ -645,21 +668,6 @@ def _headers(scope: Any) -> dict[str, str]:
     for name, value in scope["headers"]:
         out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
     return out
-
-
-def _error(exc: control.ServiceError) -> Response:
-    if isinstance(exc, control.ThrottlingException):
-        return JSONResponse(
-            {"__type": exc.code, "message": str(exc)},
-            status_code=exc.status,
-            headers={"Retry-After": str(exc.retry_after)},
-            media_type="application/x-amz-json-1.0",
-        )
-    return JSONResponse(
-        {"__type": exc.code, "message": str(exc)},
-        status_code=400,
-        media_type="application/x-amz-json-1.0",
-    )
 
 
 async def handle(
@@ -684,11 +692,7 @@ async def handle(
                 bytes(raw),
             )
         except AuthError as exc:
-            return JSONResponse(
-                {"__type": exc.code, "message": str(exc)},
-                status_code=exc.status,
-                media_type="application/x-amz-json-1.0",
-            )
+            return _answer({"__type": exc.code, "message": str(exc)}, exc.status)
     target = headers.get("x-amz-target", "")
     prefix, _, action = target.partition(".")
     handler = ACTIONS.get(action) if prefix == "AWSStepFunctions" else None
@@ -714,4 +718,4 @@ async def handle(
         return _error(InvalidDefinition(f"Invalid State Machine Definition: '{exc}'"))
     except UnicodeEncodeError:
         return _error(ValidationException("Strings must be valid Unicode (no lone surrogates)"))
-    return JSONResponse(result, media_type="application/x-amz-json-1.0")
+    return _answer(result)
