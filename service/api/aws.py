@@ -89,7 +89,8 @@ def _json_member(body: dict[str, JSON], key: str, error: type[control.ServiceErr
         raise ValidationException(f"Value at '{key}' must be a string holding JSON")
     try:
         value = json.loads(text)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogates
+        if not _unicode_safe(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogates
         return value
     except (ValueError, UnicodeError) as exc:
         raise error(f"Invalid JSON in '{key}': {exc}") from None
@@ -661,6 +662,17 @@ def _error(exc: control.ServiceError) -> Response:
     return _answer({"__type": exc.code, "message": str(exc)}, 400)
 
 
+def _unicode_safe(raw: bytes | str) -> bool:
+    """Whether JSON text can hold no lone surrogate ("\\ud800", valid JSON that no Unicode
+    string can hold), so that its value need not be encoded again to find one: ASCII (raw
+    surrogates are not), no NUL byte (bytes are then read as UTF-8, not UTF-16 or -32), and
+    no backslash-u escape (nor therefore one in a JSON text held in one of its strings).
+    Encoding StartExecution's body and input again cost 9 us; this check, 1 us."""
+    if isinstance(raw, str):
+        return raw.isascii() and "\\u" not in raw
+    return raw.isascii() and b"\\u" not in raw and b"\x00" not in raw
+
+
 def _headers(scope: Any) -> dict[str, str]:
     """The request's headers by name, the first of repeated ones (what Headers.get answers):
     SigV4 looks up a dozen, and Headers scans and decodes the whole list for each."""
@@ -682,6 +694,7 @@ async def handle(
                 ValidationException(f"The request body is over the limit of {MAX_BODY_BYTES} bytes")
             )
     headers = _headers(request.scope)
+    data = bytes(raw)
     if auth is not None:
         try:
             await auth.sigv4(
@@ -689,7 +702,7 @@ async def handle(
                 request.scope.get("raw_path", b"/").decode("latin-1"),
                 request.scope.get("query_string", b"").decode("latin-1"),
                 headers,
-                bytes(raw),
+                data,
             )
         except AuthError as exc:
             return _answer({"__type": exc.code, "message": str(exc)}, exc.status)
@@ -701,9 +714,9 @@ async def handle(
             UnknownOperationException(f"Unknown operation: {target or '(no X-Amz-Target)'}")
         )
     try:
-        body = json.loads(bytes(raw) or b"{}")
-        # A lone surrogate ("\ud800") is valid JSON text but no Unicode string can hold it.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        body = json.loads(data or b"{}")
+        if not _unicode_safe(data):
+            json.dumps(body, ensure_ascii=False).encode("utf-8")  # UnicodeError for one
     except (ValueError, UnicodeError) as exc:
         return _error(SerializationException(f"The request body is not valid JSON: {exc}"))
     except RecursionError:
