@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.db import queries
 from statemachine.events import Event
 from statemachine.interpreter import MAX_PAYLOAD_BYTES
-from statemachine.payload import payload_size
+from statemachine.payload import payload_size, payload_text
 from statemachine.validate import Diagnostic, validate
 
 JSON = Any
@@ -683,9 +683,11 @@ async def start_execution(
     (AWS's idempotency); with another input, or once it has closed, ExecutionAlreadyExists."""
     input_value = {} if input_value is None else input_value
     try:
-        size = payload_size(input_value)
+        # Written once: its size is checked here and the same text is stored.
+        text = payload_text(input_value)
     except Exception as exc:
         raise InvalidExecutionInput(f"Invalid execution input: {exc}") from None
+    size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidExecutionInput(
             f"The execution input is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
@@ -701,6 +703,7 @@ async def start_execution(
         test_case,
         version,
         alias if alias is not None else (str(version) if version is not None else None),
+        text,
     )
     outcome = await _starter(engine).submit(request)
     if isinstance(outcome, ExecutionSummary):
@@ -731,6 +734,7 @@ class _Start:
     test_case: str | None
     version: int | None
     qualifier: str | None  # the version number or alias it was started through
+    input_text: str | None = None  # input_value's JSON text (payload.dumps)
 
 
 class _Starter:
@@ -902,6 +906,7 @@ async def _start_all_postgres(
                 seed=secrets.randbits(62),
                 test_case=request.test_case,
                 qualifier=request.qualifier,
+                input_text=request.input_text,
             )
             for request in requests
         ],

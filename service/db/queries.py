@@ -94,9 +94,11 @@ def aware(value: datetime | None) -> datetime | None:
 # ---------------------------------------------------------------------------- payloads
 
 
-async def store_payload(conn: AsyncConnection, value: JSON) -> str:
-    """A reference to ``value``: its JSON text inline, or ``@sha256`` of a stored copy."""
-    text = _text(value)
+async def store_payload(conn: AsyncConnection, value: JSON, text: str | None = None) -> str:
+    """A reference to ``value``: its JSON text inline, or ``@sha256`` of a stored copy.
+    ``text``: the value's JSON text, when the caller has written it already."""
+    if text is None:
+        text = _text(value)
     if len(text) < PAYLOAD_INLINE_LIMIT:
         return text
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -327,6 +329,7 @@ class StartRequest:
     seed: int
     test_case: str | None = None
     qualifier: str | None = None
+    input_text: str | None = None  # input_value's JSON text, when the caller has it
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +348,7 @@ async def start_all(conn: AsyncConnection, requests: Sequence[StartRequest]) -> 
     each is looked up (state machine, version), inserted due at once (a row at version 0 is
     its own start request) and announced to the workers. Requests whose state machine does
     not exist (or is being deleted) are missing from the answer."""
-    inputs = [await store_payload(conn, request.input_value) for request in requests]
+    inputs = [await store_payload(conn, r.input_value, r.input_text) for r in requests]
     result = await conn.execute(
         _START_ALL_POSTGRES,
         {
