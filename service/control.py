@@ -768,10 +768,35 @@ class _Starter:
             self.drainer = asyncio.create_task(self._drain(self.engine))
         return await future
 
+    def _take(self) -> list[tuple[_Start, asyncio.Future[ExecutionSummary | str]]]:
+        batch, self.queue = self.queue[: self.BATCH], self.queue[self.BATCH :]
+        return batch
+
     async def _drain(self, engine: AsyncEngine) -> None:
+        if not queries.is_postgres(engine):
+            while self.queue:
+                await self._run(engine, self._take())
+            return
         while self.queue:
-            batch, self.queue = self.queue[: self.BATCH], self.queue[self.BATCH :]
-            await self._run(engine, batch)
+            batch = self._take()
+            try:
+                # One connection while starts keep coming, and the batches' statement run on
+                # its driver: a pool checkout (and setting autocommit), or SQLAlchemy's
+                # execution, each cost more CPU than the statement itself.
+                async with _start_connection(engine) as conn:
+                    driver = await queries.driver_connection(conn)
+                    try:
+                        while batch:
+                            requests = [request for request, _ in batch]
+                            self._settle(batch, await _start_all_postgres(conn, requests, driver))
+                            batch = self._take()  # those that came during the round trip
+                    except Exception:
+                        if driver.is_closed():  # not back into the pool
+                            await conn.invalidate()
+                        raise
+            except Exception:
+                for item in batch:  # each start again alone, to isolate the one refused
+                    await self._run(engine, [item])
 
     async def _run(
         self,
@@ -789,6 +814,13 @@ class _Starter:
                     await self._run(engine, [item])
                 return
             outcomes = [exc]
+        self._settle(batch, outcomes)
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[_Start, asyncio.Future[ExecutionSummary | str]]],
+        outcomes: Sequence[ExecutionSummary | str | Exception],
+    ) -> None:
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
@@ -891,7 +923,7 @@ async def _start_all_in(
 
 
 async def _start_all_postgres(
-    conn: AsyncConnection, requests: Sequence[_Start]
+    conn: AsyncConnection, requests: Sequence[_Start], driver: Any = None
 ) -> list[ExecutionSummary | str | ServiceError]:
     started = await queries.start_all(
         conn,
@@ -910,6 +942,7 @@ async def _start_all_postgres(
             )
             for request in requests
         ],
+        driver,
     )
     outcomes: list[ExecutionSummary | str | ServiceError] = []
     for request in requests:
