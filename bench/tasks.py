@@ -73,6 +73,29 @@ def serve_echo(port: int) -> None:
     serve_app(echo_app(), port)
 
 
+def cpu_seconds(match: Any) -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of each process ``match(pid, cmdline)`` picks."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not match(int(entry.name), cmdline):
+                continue
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two cpu_seconds() readings (a process that appeared counts whole)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -158,8 +181,12 @@ async def echo_capacity(port: int, seconds: float, client: str) -> float:
         await runner_client.aclose()
 
 
-async def statewright_rate(base: str, echo: str, items: int, label: str) -> float:
-    """HTTP tasks/s of one execution: a Map of ``items`` HTTP tasks, MaxConcurrency 50."""
+async def statewright_rate(
+    base: str, echo: str, items: int, label: str, cpu: dict[str, Any] | None = None
+) -> float:
+    """HTTP tasks/s of one execution: a Map of ``items`` HTTP tasks, MaxConcurrency 50. With
+    ``cpu`` ({name: match} for cpu_seconds), the CPU ms per task each group of processes used
+    from the start to SUCCEEDED is printed."""
     import httpx
 
     definition = {
@@ -193,6 +220,7 @@ async def statewright_rate(base: str, echo: str, items: int, label: str) -> floa
         made = await client.post("/state-machines", json={"name": label, "definition": definition})
         made.raise_for_status()
         data = {"items": [{"item": i} for i in range(items)]}
+        before = {name: cpu_seconds(match) for name, match in (cpu or {}).items()}
         start = time.perf_counter()
         started = await client.post(f"/state-machines/{label}/executions", json={"input": data})
         started.raise_for_status()
@@ -203,6 +231,18 @@ async def statewright_rate(base: str, echo: str, items: int, label: str) -> floa
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - start
+        used = {
+            name: cpu_used(before[name], cpu_seconds(match)) for name, match in (cpu or {}).items()
+        }
+        if used:
+            total = sum(used.values())
+            say(
+                "          CPU per task: "
+                + ", ".join(f"{name} {1000 * value / items:.2f} ms" for name, value in used.items())
+                + f"; in all {1000 * total / items:.2f} ms: at most "
+                f"{items * (os.cpu_count() or 1) / total:.0f} tasks/s on this machine's "
+                f"{os.cpu_count()} cores"
+            )
         if described["status"] != "SUCCEEDED":
             raise RuntimeError(f"the Map execution ended {described['status']}: {described}")
         if [o["echoed"] for o in described["output"]] != list(range(items)):
@@ -382,9 +422,16 @@ async def run(
             )
         say(f"2. Statewright: a Map of {items} HTTP tasks, MaxConcurrency {CONCURRENCY}")
         await statewright_rate(sw_base, echo_base, 50, "warmup")
+        # CPU per task: the service (API and workers in one process), the Postgres backends
+        # serving its database, and the echo server (the rest of the machine is not counted).
+        cpu = {
+            "service": lambda pid, _: pid == service.pid,
+            "postgres": lambda _, line: line.startswith("postgres:") and f" {database} " in line,
+            "echo": lambda pid, _: pid == echo.pid,
+        }
         rates = []
         for rep in range(reps):
-            rates.append(await statewright_rate(sw_base, echo_base, items, f"map{rep}"))
+            rates.append(await statewright_rate(sw_base, echo_base, items, f"map{rep}", cpu))
             say(f"    {rates[-1]:8.0f} tasks/s")
         capacity, rate = median(capacities), median(rates)
         say()

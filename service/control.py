@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.db import queries
 from statemachine.events import Event
 from statemachine.interpreter import MAX_PAYLOAD_BYTES
-from statemachine.payload import payload_size
+from statemachine.payload import payload_size, payload_text
 from statemachine.validate import Diagnostic, validate
 
 JSON = Any
@@ -684,9 +684,11 @@ async def start_execution(
     (AWS's idempotency); with another input, or once it has closed, ExecutionAlreadyExists."""
     input_value = {} if input_value is None else input_value
     try:
-        size = payload_size(input_value)
+        # Written once: its size is checked here and the same text is stored.
+        text = payload_text(input_value)
     except Exception as exc:
         raise InvalidExecutionInput(f"Invalid execution input: {exc}") from None
+    size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidExecutionInput(
             f"The execution input is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
@@ -702,6 +704,7 @@ async def start_execution(
         test_case,
         version,
         alias if alias is not None else (str(version) if version is not None else None),
+        text,
     )
     outcome = await _starter(engine).submit(request)
     if isinstance(outcome, ExecutionSummary):
@@ -732,6 +735,7 @@ class _Start:
     test_case: str | None
     version: int | None
     qualifier: str | None  # the version number or alias it was started through
+    input_text: str | None = None  # input_value's JSON text (payload.dumps)
 
 
 class _Starter:
@@ -765,10 +769,35 @@ class _Starter:
             self.drainer = asyncio.create_task(self._drain(self.engine))
         return await future
 
+    def _take(self) -> list[tuple[_Start, asyncio.Future[ExecutionSummary | str]]]:
+        batch, self.queue = self.queue[: self.BATCH], self.queue[self.BATCH :]
+        return batch
+
     async def _drain(self, engine: AsyncEngine) -> None:
+        if not queries.is_postgres(engine):
+            while self.queue:
+                await self._run(engine, self._take())
+            return
         while self.queue:
-            batch, self.queue = self.queue[: self.BATCH], self.queue[self.BATCH :]
-            await self._run(engine, batch)
+            batch = self._take()
+            try:
+                # One connection while starts keep coming, and the batches' statement run on
+                # its driver: a pool checkout (and setting autocommit), or SQLAlchemy's
+                # execution, each cost more CPU than the statement itself.
+                async with _start_connection(engine) as conn:
+                    driver = await queries.driver_connection(conn)
+                    try:
+                        while batch:
+                            requests = [request for request, _ in batch]
+                            self._settle(batch, await _start_all_postgres(conn, requests, driver))
+                            batch = self._take()  # those that came during the round trip
+                    except Exception:
+                        if driver.is_closed():  # not back into the pool
+                            await conn.invalidate()
+                        raise
+            except Exception:
+                for item in batch:  # each start again alone, to isolate the one refused
+                    await self._run(engine, [item])
 
     async def _run(
         self,
@@ -786,6 +815,13 @@ class _Starter:
                     await self._run(engine, [item])
                 return
             outcomes = [exc]
+        self._settle(batch, outcomes)
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[_Start, asyncio.Future[ExecutionSummary | str]]],
+        outcomes: Sequence[ExecutionSummary | str | Exception],
+    ) -> None:
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
@@ -888,7 +924,7 @@ async def _start_all_in(
 
 
 async def _start_all_postgres(
-    conn: AsyncConnection, requests: Sequence[_Start]
+    conn: AsyncConnection, requests: Sequence[_Start], driver: Any = None
 ) -> list[ExecutionSummary | str | ServiceError]:
     started = await queries.start_all(
         conn,
@@ -903,9 +939,11 @@ async def _start_all_postgres(
                 seed=secrets.randbits(62),
                 test_case=request.test_case,
                 qualifier=request.qualifier,
+                input_text=request.input_text,
             )
             for request in requests
         ],
+        driver,
     )
     outcomes: list[ExecutionSummary | str | ServiceError] = []
     for request in requests:

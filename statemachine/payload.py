@@ -42,8 +42,13 @@ def parse_json(text: str | bytes) -> JSON:
 
 def payload_size(value: JSON) -> int:
     """Bytes of the value's JSON text (AWS's 256 KiB limits count these)."""
+    return len(payload_text(value).encode("utf-8", "surrogatepass"))
+
+
+def payload_text(value: JSON) -> str:
+    """The value's JSON text (``dumps``); StatesFailure when it has none (NaN, too deep)."""
     try:
-        return len(dumps(value).encode("utf-8", "surrogatepass"))
+        return dumps(value)
     except RecursionError:
         raise StatesFailure(
             "States.Runtime", "The payload is nested too deeply to be represented as JSON"

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import control
@@ -89,7 +89,8 @@ def _json_member(body: dict[str, JSON], key: str, error: type[control.ServiceErr
         raise ValidationException(f"Value at '{key}' must be a string holding JSON")
     try:
         value = json.loads(text)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogates
+        if not _unicode_safe(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogates
         return value
     except (ValueError, UnicodeError) as exc:
         raise error(f"Invalid JSON in '{key}': {exc}") from None
@@ -638,19 +639,47 @@ ACTIONS: dict[str, Handler] = {
 }
 
 
+AWS_JSON = "application/x-amz-json-1.0"
+# The bytes JSONResponse writes (compact, UTF-8, no NaN), from one encoder: json.dumps with
+# these options builds an encoder per call. A StartExecution answer cost 8 us, now 5 us.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _answer(
+    content: dict[str, JSON], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """An awsJson1_0 answer: the bytes and headers JSONResponse would send."""
+    return Response(_ENCODER.encode(content).encode("utf-8"), status, headers, AWS_JSON)
+
+
 def _error(exc: control.ServiceError) -> Response:
     if isinstance(exc, control.ThrottlingException):
-        return JSONResponse(
+        return _answer(
             {"__type": exc.code, "message": str(exc)},
-            status_code=exc.status,
-            headers={"Retry-After": str(exc.retry_after)},
-            media_type="application/x-amz-json-1.0",
+            exc.status,
+            {"Retry-After": str(exc.retry_after)},
         )
-    return JSONResponse(
-        {"__type": exc.code, "message": str(exc)},
-        status_code=400,
-        media_type="application/x-amz-json-1.0",
-    )
+    return _answer({"__type": exc.code, "message": str(exc)}, 400)
+
+
+def _unicode_safe(raw: bytes | str) -> bool:
+    """Whether JSON text can hold no lone surrogate ("\\ud800", valid JSON that no Unicode
+    string can hold), so that its value need not be encoded again to find one: ASCII (raw
+    surrogates are not), no NUL byte (bytes are then read as UTF-8, not UTF-16 or -32), and
+    no backslash-u escape (nor therefore one in a JSON text held in one of its strings).
+    Encoding StartExecution's body and input again cost 9 us; this check, 1 us."""
+    if isinstance(raw, str):
+        return raw.isascii() and "\\u" not in raw
+    return raw.isascii() and b"\\u" not in raw and b"\x00" not in raw
+
+
+def _headers(scope: Any) -> dict[str, str]:
+    """The request's headers by name, the first of repeated ones (what Headers.get answers):
+    SigV4 looks up a dozen, and Headers scans and decodes the whole list for each."""
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        out.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return out
 
 
 async def handle(
@@ -664,22 +693,20 @@ async def handle(
             return _error(
                 ValidationException(f"The request body is over the limit of {MAX_BODY_BYTES} bytes")
             )
+    headers = _headers(request.scope)
+    data = bytes(raw)
     if auth is not None:
         try:
             await auth.sigv4(
                 request.method,
                 request.scope.get("raw_path", b"/").decode("latin-1"),
                 request.scope.get("query_string", b"").decode("latin-1"),
-                request.headers,
-                bytes(raw),
+                headers,
+                data,
             )
         except AuthError as exc:
-            return JSONResponse(
-                {"__type": exc.code, "message": str(exc)},
-                status_code=exc.status,
-                media_type="application/x-amz-json-1.0",
-            )
-    target = request.headers.get("x-amz-target", "")
+            return _answer({"__type": exc.code, "message": str(exc)}, exc.status)
+    target = headers.get("x-amz-target", "")
     prefix, _, action = target.partition(".")
     handler = ACTIONS.get(action) if prefix == "AWSStepFunctions" else None
     if handler is None:
@@ -687,9 +714,9 @@ async def handle(
             UnknownOperationException(f"Unknown operation: {target or '(no X-Amz-Target)'}")
         )
     try:
-        body = json.loads(bytes(raw) or b"{}")
-        # A lone surrogate ("\ud800") is valid JSON text but no Unicode string can hold it.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        body = json.loads(data or b"{}")
+        if not _unicode_safe(data):
+            json.dumps(body, ensure_ascii=False).encode("utf-8")  # UnicodeError for one
     except (ValueError, UnicodeError) as exc:
         return _error(SerializationException(f"The request body is not valid JSON: {exc}"))
     except RecursionError:
@@ -704,4 +731,4 @@ async def handle(
         return _error(InvalidDefinition(f"Invalid State Machine Definition: '{exc}'"))
     except UnicodeEncodeError:
         return _error(ValidationException("Strings must be valid Unicode (no lone surrogates)"))
-    return JSONResponse(result, media_type="application/x-amz-json-1.0")
+    return _answer(result)

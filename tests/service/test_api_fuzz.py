@@ -696,3 +696,17 @@ def test_lone_surrogate_in_a_string_is_a_4xx(
     }[action]
     assert member in body
     assert_aws_error(aws_client.call(action, body))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"name": "act\ud800"}'.encode("utf-8", "surrogatepass"),  # the surrogate's own bytes
+        '{"name": "act\ud800"}'.encode("utf-16-le", "surrogatepass"),  # JSON may be UTF-16
+        b'{"name": "act\\\\\\ud800"}',  # an escaped backslash, then the escape
+    ],
+    ids=["utf-8", "utf-16", "after-backslash"],
+)
+def test_lone_surrogate_in_any_encoding_is_a_4xx(aws_client: AsgiClient, raw: bytes) -> None:
+    # The AWS endpoint looks for lone surrogates only in bodies that can hold one: these can.
+    assert_aws_error(aws_client.post("AWSStepFunctions.CreateActivity", raw))
