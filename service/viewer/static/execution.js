@@ -98,11 +98,12 @@ export async function executionPage(ctx) {
   };
 
   // --- data
-  const loadStates = async () => {
-    const answer = await get(`${base}/states`, { signal: ctx.signal });
+  const fetchStates = () => get(`${base}/states`, { signal: ctx.signal });
+  const applyStates = (answer) => {
     model.states = answer.states || {};
     model.transitions = answer.transitions || [];
   };
+  const loadStates = async () => applyStates(await fetchStates());
 
   const loadHistory = async () => {
     for (;;) {
@@ -116,9 +117,18 @@ export async function executionPage(ctx) {
     progress.textContent = '';
   };
 
+  // Refreshes overlap (an action's, the stream's, the throttled one): an answer to an older
+  // request that arrives after a newer one's is dropped, or a page that saw ABORTED could
+  // show RUNNING again and stay so once the stream has closed.
+  let refreshesAsked = 0;
+  let refreshShown = 0;
   const refresh = async () => {
-    const [ex] = await Promise.all([get(base, { signal: ctx.signal }), loadStates()]);
+    const ticket = ++refreshesAsked;
+    const [ex, states] = await Promise.all([get(base, { signal: ctx.signal }), fetchStates()]);
+    if (ticket < refreshShown) return;
+    refreshShown = ticket;
     model.ex = ex;
+    applyStates(states);
     drawHead();
     views.redraw();
   };
