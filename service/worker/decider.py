@@ -91,7 +91,6 @@ class Decider:
         self._machines: dict[int, tuple[StateMachine, queries.VersionRecord]] = {}
         self._single = 0  # after a failed batch: decide this many alone, to isolate the cause
         self.decisions = 0
-        self.claimed_at: datetime | None = None  # the clock of the last claim (decide_due)
         # Executions a lane of this process is deciding: news of them needs no other lane,
         # as the deciding lane looks again once it commits.
         self.in_progress: set[str] = set()
@@ -99,15 +98,15 @@ class Decider:
         # runners of this process that have work to look for.
         self._resources: set[str] = set()
 
-    async def decide_due(self) -> int:
-        """Decide the executions that are due (up to ``batch_size``); 0 when none is."""
+    async def decide_due(self) -> tuple[int, datetime]:
+        """Decide the executions that are due (up to ``batch_size``): how many (0 when none
+        is), and the database's clock when they were claimed."""
         limit = 1 if self._single else self.batch_size
         self._single = max(self._single - 1, 0)
         batch: list[queries.Claimed] = []
         try:
             async with self.engine.begin() as conn:
                 at, batch = await queries.claim_due(conn, limit)
-                self.claimed_at = at
                 self.in_progress.update(claimed.id for claimed in batch)
                 decided = await self._decide(conn, batch, at) if batch else []
         except Exception:
@@ -122,7 +121,7 @@ class Decider:
             self.in_progress.difference_update(claimed.id for claimed in batch)
         self.decisions += len(batch)
         self._committed(decided)
-        return len(batch)
+        return len(batch), at
 
     async def decide_execution(self, execution_id: str, closed_too: bool = False) -> None:
         """Make a decision for one given execution now (waits for one in progress elsewhere);

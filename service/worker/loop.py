@@ -179,7 +179,7 @@ class Worker:
         while not self.stopping.is_set():
             wake.clear()
             try:
-                worked = await self.decider.decide_due()
+                worked, claimed_at = await self.decider.decide_due()
                 backoff = 0.1
                 # Tell this process's runners of the tasks at once: on Postgres without
                 # waiting for the NOTIFY to come back; the embedded store has none (and
@@ -199,7 +199,7 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if not worked:
-                seconds = await self._idle_seconds(self.decider.claimed_at)
+                seconds = await self._idle_seconds(claimed_at)
                 self._idle.append(wake)
                 try:
                     await self._sleep(wake, seconds)
@@ -351,12 +351,10 @@ class Worker:
             for wake in self._lane_wakes:
                 wake.set()
 
-    async def _idle_seconds(self, after: datetime | None) -> float:
-        """Until the earliest execution sleeping past ``after`` (when a claim found nothing)
-        wakes, at most the polling interval."""
+    async def _idle_seconds(self, after: datetime) -> float:
+        """Until the earliest execution sleeping past ``after`` (the clock of this lane's
+        claim that found nothing) wakes, at most the polling interval."""
         timeout = self.poll_seconds
-        if after is None:
-            return timeout
         try:
             async with self.engine.connect() as conn:
                 seconds = await queries.seconds_to_next_wake(conn, after)
