@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.db import queries
 from statemachine.events import Event
 from statemachine.interpreter import MAX_PAYLOAD_BYTES
-from statemachine.payload import payload_size, payload_text
+from statemachine.payload import payload_size, payload_text, text_size
 from statemachine.validate import Diagnostic, validate
 
 JSON = Any
@@ -688,7 +688,7 @@ async def start_execution(
         text = payload_text(input_value)
     except Exception as exc:
         raise InvalidExecutionInput(f"Invalid execution input: {exc}") from None
-    size = len(text.encode("utf-8", "surrogatepass"))
+    size = text_size(text)
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidExecutionInput(
             f"The execution input is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"

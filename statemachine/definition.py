@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from statemachine.errors import DefinitionError
-from statemachine.payload import dumps, parse_json
+from statemachine.payload import dumps, parse_json, text_size
 
 JSON = Any
 
@@ -114,7 +114,7 @@ def loads(text: str | bytes) -> StateMachine:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DefinitionError(f"The definition is not valid UTF-8 (byte {exc.start})") from None
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_DEFINITION_BYTES:
+    if text_size(text) > MAX_DEFINITION_BYTES:
         raise DefinitionError(f"The definition is larger than {MAX_DEFINITION_BYTES} bytes")
     try:
         document = parse_json(text)

@@ -42,7 +42,13 @@ def parse_json(text: str | bytes) -> JSON:
 
 def payload_size(value: JSON) -> int:
     """Bytes of the value's JSON text (AWS's 256 KiB limits count these)."""
-    return len(payload_text(value).encode("utf-8", "surrogatepass"))
+    return text_size(payload_text(value))
+
+
+def text_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, as AWS's size limits count them (a lone surrogate, which a
+    JSON escape can make, counts as the three bytes it would take)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def payload_text(value: JSON) -> str:

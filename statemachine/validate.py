@@ -20,6 +20,7 @@ from typing import Final
 from statemachine import expressions, intrinsics, paths
 from statemachine.definition import _surrogate_location
 from statemachine.errors import IntrinsicError
+from statemachine.payload import text_size
 from statemachine.validate_states import (
     _CATCHER_FIELDS,
     _COMMON,
@@ -150,7 +151,7 @@ class _Checker:
                 return _UNUSABLE
         elif isinstance(definition, str):
             text = definition
-            size = len(text.encode("utf-8", "surrogatepass"))
+            size = text_size(text)
             if size > MAX_DEFINITION_BYTES:
                 self.too_large(size)
         else:
@@ -203,7 +204,7 @@ class _Checker:
         except RecursionError:
             self.error("TOO_DEEPLY_NESTED", "The definition is nested too deeply", "/")
             return _UNUSABLE
-        size = len(text.encode("utf-8", "surrogatepass"))
+        size = text_size(text)
         if size > MAX_DEFINITION_BYTES:
             self.too_large(size)
         try:
