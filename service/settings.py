@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.db.engine import Pooler
+
 
 class Settings(BaseSettings):
     """Every setting of the service; flags override the environment."""
@@ -20,7 +22,7 @@ class Settings(BaseSettings):
     # no session state is relied on, and workers LISTEN on listen_database_url (without
     # one they poll). "session" and "none" need nothing. Every engine of the process
     # (migrations, purge, keys too) follows it.
-    database_pooler: Literal["none", "session", "transaction"] = "none"
+    database_pooler: Pooler = "none"
     # A direct connection to Postgres (not through a transaction pooler) for the workers'
     # LISTEN; unset, the database URL.
     listen_database_url: str | None = None

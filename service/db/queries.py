@@ -55,6 +55,10 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 # Wake-ups for deciders carry the id of the one execution that became due, or "" when it was
 # several (a worker whose own lane is deciding that execution need not wake another lane).
 NOTIFY_CHANNEL = "statewright_wake"
+# That payload, of the rows (with execution_id) a statement wrote: one execution's id, or "".
+_WAKE_PAYLOAD = (
+    "CASE WHEN count(DISTINCT execution_id) = 1 THEN min(execution_id) ELSE '' END AS payload"
+)
 # The payload prefix of a wake-up for runners (new outbox tasks), followed by their resource.
 TASKS_NOTICE = "tasks:"
 
@@ -1166,8 +1170,9 @@ _CLAIM_TASKS_POSTGRES = sa.text(
     )
     SELECT claimed.*,
            (SELECT count(pg_notify(:channel, s.payload))
-            FROM (SELECT CASE WHEN count(DISTINCT execution_id) = 1 THEN min(execution_id) ELSE '' END AS payload
-                  FROM started HAVING count(*) > 0) AS s) AS notified
+            FROM (SELECT """
+    + _WAKE_PAYLOAD
+    + """ FROM started HAVING count(*) > 0) AS s) AS notified
     FROM claimed
     """
 )
@@ -1301,8 +1306,9 @@ _RECORD_RESULTS_POSTGRES = sa.text(
         RETURNING execution_id
     )
     SELECT count(pg_notify(:channel, s.payload))
-    FROM (SELECT CASE WHEN count(DISTINCT execution_id) = 1 THEN min(execution_id) ELSE '' END AS payload
-          FROM answered HAVING count(*) > 0) AS s
+    FROM (SELECT """
+    + _WAKE_PAYLOAD
+    + """ FROM answered HAVING count(*) > 0) AS s
     """
 )
 
