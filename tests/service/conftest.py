@@ -17,11 +17,12 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from service.db.migrate import upgrade
-from tests.postgres import PostgresServer, TemplateFactory, _Names, clone_database
+from tests.postgres import CloneFactory, PostgresServer, TemplateFactory, _Names, clone_database
 from tests.service.server import ROOT, Server, running_server
 
 
@@ -35,8 +36,21 @@ def sqlite_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
 
 
 @pytest.fixture(scope="session")
-def api_schema_template(postgres_template_factory: TemplateFactory) -> str:
+def schema_template(postgres_template_factory: TemplateFactory) -> str:
+    """A Postgres template database at the latest schema, migrated once per session."""
     return postgres_template_factory("api_schema", upgrade)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new database at the latest schema: the embedded SQLite store, then a Postgres clone."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+        yield url
+        return
+    clone: CloneFactory = request.getfixturevalue("postgres_clone")
+    yield clone(request.getfixturevalue("schema_template"))
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +58,11 @@ def postgres_api_server(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_server: PostgresServer,
     _postgres_names: _Names,
-    api_schema_template: str,
+    schema_template: str,
 ) -> Iterator[Server]:
     # postgres_clone is function-scoped; a session-long server needs its own clone.
     name = _postgres_names.next("api")
-    url = clone_database(postgres_server, api_schema_template, name)
+    url = clone_database(postgres_server, schema_template, name)
     folder = tmp_path_factory.mktemp("api-postgres")
     try:
         with running_server(url, folder / "server.log", backend="postgres") as server:

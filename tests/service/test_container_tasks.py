@@ -94,10 +94,10 @@ def server(
     container_engine: str,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_server: PostgresServer,
-    api_schema_template: str,
+    schema_template: str,
     _postgres_names: _Names,
 ) -> Iterator[Server]:
-    template = api_schema_template
+    template = schema_template
     name = _postgres_names.next("containers")
     url = clone_database(postgres_server, template, name)
     folder = tmp_path_factory.mktemp("containers")

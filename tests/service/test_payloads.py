@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,22 +51,6 @@ PARK = {
         }
     },
 }
-
-
-@pytest.fixture(scope="session")
-def schema_template(postgres_template_factory: TemplateFactory) -> str:
-    return postgres_template_factory("payloads", upgrade)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        upgrade(url)
-        yield url
-        return
-    clone: CloneFactory = request.getfixturevalue("postgres_clone")
-    yield clone(request.getfixturevalue("schema_template"))
 
 
 def big(letter: str) -> dict[str, JSON]:

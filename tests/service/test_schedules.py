@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,28 +21,10 @@ import pytest
 
 from service import control, schedules
 from service.db.engine import create_engine
-from service.db.migrate import upgrade
-from tests.postgres import CloneFactory, TemplateFactory
 from tests.service.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 PASS = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
-
-
-@pytest.fixture(scope="session")
-def schedules_template(postgres_template_factory: TemplateFactory) -> str:
-    return postgres_template_factory("schedules", upgrade)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        upgrade(url)
-        yield url
-        return
-    clone: CloneFactory = request.getfixturevalue("postgres_clone")
-    yield clone(request.getfixturevalue("schedules_template"))
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +23,11 @@ from alembic import command
 from service import control
 from service.db import queries
 from service.db.engine import create_engine
-from service.db.migrate import alembic_config, upgrade
+from service.db.migrate import alembic_config
 from service.worker.loop import Worker
 from statemachine import run_local
 from statemachine.events import Event
-from tests.postgres import CloneFactory, TemplateFactory
+from tests.postgres import CloneFactory
 
 JSON = Any
 
@@ -79,26 +78,6 @@ WAIT_MAP_PARALLEL = {
         },
     },
 }
-
-
-def _build_schema(url: str) -> None:
-    upgrade(url)
-
-
-@pytest.fixture(scope="session")
-def schema_template(postgres_template_factory: TemplateFactory) -> str:
-    return postgres_template_factory("store", _build_schema)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        upgrade(url)
-        yield url
-        return
-    clone: CloneFactory = request.getfixturevalue("postgres_clone")
-    yield clone(request.getfixturevalue("schema_template"))
 
 
 def _run(coro_factory: Callable[[], Awaitable[Any]]) -> Any:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.service.conftest import api_schema_template, postgres_api_server, sqlite_api_server
+from tests.service.conftest import postgres_api_server, schema_template, sqlite_api_server
 
-__all__ = ["api_schema_template", "postgres_api_server", "sqlite_api_server"]
+__all__ = ["postgres_api_server", "schema_template", "sqlite_api_server"]
