@@ -427,6 +427,24 @@ def test_a_store_held_open_keeps_its_payload_from_a_purge(postgres_url: str) -> 
     asyncio.run(scenario())
 
 
+async def stored_anew(
+    engine: AsyncEngine,
+    stored: asyncio.Task[str],
+    started: asyncio.Task[control.ExecutionSummary],
+    value: Any,
+    live: str,
+) -> None:
+    """A decision's store of ``value`` for ``live`` and a start with it as input, both raced
+    with a purge, finished: the payload is there, read back by both, owned by both."""
+    ref = await asyncio.wait_for(stored, 10)
+    summary = await asyncio.wait_for(started, 10)
+    assert await reads(engine, ref) == value
+    assert (await control.describe_execution(engine, summary.id)).input == value
+    async with engine.connect() as conn:
+        owners = {tuple(row) for row in await conn.execute(sa.select(queries.payload_owners))}
+    assert owners == {(ref[1:], live), (ref[1:], summary.id)}
+
+
 def test_a_store_and_a_start_wait_for_a_purge_held_open_and_store_anew(postgres_url: str) -> None:
     async def scenario() -> None:
         engine = create_engine(postgres_url)
@@ -444,13 +462,7 @@ def test_a_store_and_a_start_wait_for_a_purge_held_open_and_store_anew(postgres_
             assert not stored.done() and not started.done()
             await purging.commit()
         # ... then store it anew: both succeed and read it.
-        ref = await asyncio.wait_for(stored, 10)
-        summary = await asyncio.wait_for(started, 10)
-        assert await reads(engine, ref) == big("q")
-        assert (await control.describe_execution(engine, summary.id)).input == big("q")
-        async with engine.connect() as conn:
-            owners = {tuple(row) for row in await conn.execute(sa.select(queries.payload_owners))}
-        assert owners == {(ref[1:], live), (ref[1:], summary.id)}
+        await stored_anew(engine, stored, started, big("q"), live)
         await engine.dispose()
 
     asyncio.run(scenario())
@@ -481,13 +493,7 @@ def test_a_payload_deleted_between_a_store_finding_it_and_locking_it_is_stored_a
             await purging.execute(o.delete().where(o.c.sha256 == digest))
             await purging.execute(p.delete().where(p.c.sha256 == digest))
             await purging.commit()
-        ref = await asyncio.wait_for(stored, 10)
-        summary = await asyncio.wait_for(started, 10)
-        assert await reads(engine, ref) == big("w")
-        assert (await control.describe_execution(engine, summary.id)).input == big("w")
-        async with engine.connect() as conn:
-            owners = {tuple(row) for row in await conn.execute(sa.select(o))}
-        assert owners == {(digest, live), (digest, summary.id)}
+        await stored_anew(engine, stored, started, big("w"), live)
         await engine.dispose()
 
     asyncio.run(scenario())
